@@ -76,6 +76,10 @@ class Settings(BaseSettings):
         return self.data_dir / "artifacts"
 
     @property
+    def registry_dir(self) -> Path:
+        return self.data_dir / "registry"
+
+    @property
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"
 
