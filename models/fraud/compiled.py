@@ -1,0 +1,157 @@
+"""Gradient-boosted trees compiled for the hot path: plain arrays in the artifact, Python code at load time.
+
+A LightGBM booster is turned into arrays (split feature, threshold, children, leaf values, NaN handling) that
+are saved as JSON. Loading generates one straight-line Python function of nested ``if`` statements (feature
+values unpacked into locals once) and compiles it: one row costs a few microseconds, with no framework call,
+no numpy dispatch and no allocation per tree. A second generated function returns per-feature contributions
+(the path attribution of Saabas) for explanations. ``tests/test_fraud_model.py`` checks both against
+LightGBM's own predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TreeArrays:
+    """One tree: internal nodes 0..n-1; a child < 0 is leaf ``~child``."""
+
+    feature: list[int]
+    threshold: list[float]
+    left: list[int]
+    right: list[int]
+    default_left: list[bool]
+    nan_as_zero: list[bool]  # LightGBM missing_type None: NaN is read as 0.0
+    node_value: list[float]
+    leaf_value: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"feature": self.feature, "threshold": self.threshold, "left": self.left, "right": self.right,
+                "default_left": self.default_left, "nan_as_zero": self.nan_as_zero,
+                "node_value": self.node_value, "leaf_value": self.leaf_value}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TreeArrays:
+        return cls(list(d["feature"]), [float(t) for t in d["threshold"]], list(d["left"]), list(d["right"]),
+                   [bool(b) for b in d["default_left"]], [bool(b) for b in d["nan_as_zero"]],
+                   [float(v) for v in d["node_value"]], [float(v) for v in d["leaf_value"]])
+
+
+def _tree_from_dump(structure: dict[str, Any]) -> TreeArrays:
+    t = TreeArrays([], [], [], [], [], [], [], [])
+
+    def walk(node: dict[str, Any]) -> int:
+        if "split_index" not in node:
+            t.leaf_value.append(float(node.get("leaf_value", 0.0)))
+            return ~(len(t.leaf_value) - 1)
+        if node.get("decision_type", "<=") != "<=":
+            raise ValueError("categorical splits are not supported by the compiled model")
+        if node.get("missing_type") == "Zero":
+            raise ValueError("zero_as_missing is not supported by the compiled model")
+        i = len(t.feature)
+        t.feature.append(int(node["split_feature"]))
+        t.threshold.append(float(node["threshold"]))
+        t.default_left.append(bool(node.get("default_left", True)))
+        t.nan_as_zero.append(node.get("missing_type") == "None")
+        t.node_value.append(float(node.get("internal_value", 0.0)))
+        t.left.append(0)
+        t.right.append(0)
+        t.left[i] = walk(node["left_child"])
+        t.right[i] = walk(node["right_child"])
+        return i
+
+    root = walk(structure)
+    if root < 0:  # a single-leaf tree: one node that sends everything to that leaf
+        return TreeArrays([0], [float("inf")], [root], [root], [True], [False], [t.leaf_value[~root]], t.leaf_value)
+    return t
+
+
+def trees_from_lightgbm(booster: Any) -> list[TreeArrays]:
+    """Extract every tree of a LightGBM booster (numerical splits only)."""
+    return [_tree_from_dump(info["tree_structure"]) for info in booster.dump_model()["tree_info"]]
+
+
+class CompiledForest:
+    """Sum of tree outputs (the raw margin) for one row, via generated Python code.
+
+    ``columns[k]`` is the position in the caller's row of the model's feature ``k``: the generated code reads
+    the caller's full feature vector directly.
+    """
+
+    def __init__(self, trees: Sequence[TreeArrays], columns: Sequence[int], n_features: int) -> None:
+        self.trees = list(trees)
+        self.columns = list(columns)
+        self.n_features = n_features
+        self._raw, self._contrib = self._generate()
+
+    def _generate(self) -> tuple[Any, Any]:
+        used = sorted({f for t in self.trees for f in t.feature})
+        nan_zero = {t.feature[i] for t in self.trees for i in range(len(t.feature)) if t.nan_as_zero[i]}
+        head = []
+        for f in used:
+            head.append(f"    f{f} = x[{self.columns[f]}]")
+            if f in nan_zero:
+                head.append(f"    z{f} = 0.0 if f{f} != f{f} else f{f}")
+        raw = ["def _raw(x):"] + head + ["    s = 0.0"]
+        con = ["def _contrib(x, c):"] + head + ["    s = 0.0"]
+
+        def cond(t: TreeArrays, i: int) -> str:
+            f = t.feature[i]
+            thr = repr(t.threshold[i])
+            if t.nan_as_zero[i]:
+                return f"z{f} <= {thr}"
+            if t.default_left[i]:
+                return f"not (f{f} > {thr})"
+            return f"f{f} <= {thr}"
+
+        def emit(t: TreeArrays, node: int, depth: int, out: list[str], explain: bool) -> None:
+            pad = "    " * depth
+            if node < 0:
+                out.append(f"{pad}s += {t.leaf_value[~node]!r}")
+                return
+            out.append(f"{pad}if {cond(t, node)}:")
+            for child in (t.left[node], t.right[node]):
+                if explain:
+                    child_v = t.leaf_value[~child] if child < 0 else t.node_value[child]
+                    out.append(f"{pad}    c[{t.feature[node]}] += {child_v - t.node_value[node]!r}")
+                emit(t, child, depth + 1, out, explain)
+                if child == t.left[node]:
+                    out.append(f"{pad}else:")
+
+        for t in self.trees:
+            if t.left[0] == t.right[0] and t.left[0] < 0:  # single leaf
+                raw.append(f"    s += {t.leaf_value[~t.left[0]]!r}")
+                con.append(f"    s += {t.leaf_value[~t.left[0]]!r}")
+                continue
+            emit(t, 0, 1, raw, False)
+            emit(t, 0, 1, con, True)
+        raw.append("    return s")
+        con.append("    return s")
+        namespace: dict[str, Any] = {}
+        code = compile("\n".join(raw) + "\n\n" + "\n".join(con) + "\n", "<fraud-forest>", "exec")
+        exec(code, namespace)  # noqa: S102 - code generated above from numeric arrays only
+        return namespace["_raw"], namespace["_contrib"]
+
+    @property
+    def bias(self) -> float:
+        """Expected margin (sum of root values), the base of the contributions."""
+        return sum(t.node_value[0] if t.left[0] >= 0 else t.leaf_value[~t.left[0]] for t in self.trees)
+
+    def raw(self, x: Sequence[float]) -> float:
+        """Raw margin of one row."""
+        return self._raw(x)
+
+    def contributions(self, x: Sequence[float]) -> tuple[float, list[float]]:
+        """Raw margin and per-model-feature contributions (they sum to margin - bias)."""
+        c = [0.0] * self.n_features
+        return self._contrib(x, c), c
+
+    def raw_many(self, X: np.ndarray) -> np.ndarray:
+        """Raw margins of many rows (rows are full vectors laid out like the hot path's)."""
+        f = self._raw
+        return np.fromiter((f(row) for row in X.tolist()), dtype=float, count=len(X))
