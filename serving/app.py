@@ -1,0 +1,189 @@
+"""The FastAPI application factory: ``create_app(settings)`` wires the real warehouse, registry and risk router.
+
+>>> from fuelcard.settings import Settings
+>>> app = create_app(Settings(data_dir="/tmp/fuelcard-doctest", warehouse_url="none://"))
+>>> sorted(r.path for r in app.routes if getattr(r, "path", "").startswith("/v1/models"))[:2]
+['/v1/models', '/v1/models/{kind}']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from fuelcard.settings import Settings
+from models.registry import Registry
+from serving import adapters
+from serving.audit import JsonlAuditStore, WarehouseAuditStore
+from serving.auth import FileKeyStore, KeyRing, Scope, demo_keys, require
+from serving.deps import Services
+from serving.hub import Loader, ModelHub
+from serving.metrics import LagSource, Metrics
+from serving.middleware import BodyLimitMiddleware, ObserveMiddleware
+from serving.ports import AnalyticsSource, AuditStore, Conflict, KeyStore, NotFound, NotReady, ReviewStore, SqlPort
+from serving.redact import install_log_filter
+
+log = logging.getLogger("serving")
+MAX_BODY_BYTES = 64 * 1024
+
+DESCRIPTION = """
+Risk decisions for the transaction path, points, churn, pricing, demand, stock alerts, site selection, the
+manual-review queue and the model registry of the fuel-card network.
+
+**Authentication**: send an API key as `X-API-Key: <key>` (or `Authorization: Bearer <key>`). Each endpoint
+needs one scope; keys belong to a user group (transaction_path, marketing, analyst, reviewer, admin) whose
+scopes are listed at `GET /v1/keys` (admin). Personal data is masked unless the key holds `pii:read` and the
+request says `reveal=true` with an `X-Purpose` header; every personal-data read is written to the audit trail.
+
+**Errors**: 401 no/invalid key, 403 missing scope, 404 unknown entity, 409 conflicting state, 413 body over
+64 KiB, 422 invalid input (field-level messages), 503 a dependency is not ready (e.g. `model not trained`).
+"""
+
+
+def _validation_handler(_: Request, exc: RequestValidationError) -> JSONResponse:
+    # Field-level messages without echoing the submitted values (they may be personal data).
+    errors = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        errors.append({"loc": loc, "field": ".".join(loc[1:]) or ".".join(loc), "msg": err.get("msg", "invalid"),
+                       "type": err.get("type", "value_error")})
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+def _not_ready(_: Request, exc: NotReady) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail, "component": exc.what}, status_code=503,
+                        headers={"Retry-After": "30"})
+
+
+def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+    return JSONResponse({"detail": str(exc) or "not found"}, status_code=404)
+
+
+def _conflict(_: Request, exc: Conflict) -> JSONResponse:
+    return JSONResponse({"detail": str(exc) or "conflict"}, status_code=409)
+
+
+def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    rid = getattr(request.state, "request_id", "")
+    log.error("unhandled %s on %s %s (request %s)", type(exc).__name__, request.method,
+              request.scope.get("route").path if request.scope.get("route") else "?", rid)
+    return JSONResponse({"detail": "internal error", "request_id": rid}, status_code=500)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    sql: SqlPort | None = None,
+    analytics: AnalyticsSource | None = None,
+    reviews: ReviewStore | None = None,
+    audit: AuditStore | None = None,
+    keystore: KeyStore | None = None,
+    registry: Registry | None = None,
+    loaders: dict[str, Loader] | None = None,
+    lag: LagSource | None = None,
+    risk_router: Any | None = None,
+    with_demo_keys: bool | None = None,
+    connect_warehouse: bool = True,
+) -> FastAPI:
+    """Build the API. Defaults wire the real pieces from ``settings``:
+
+    - warehouse: ``warehouse.connect(settings.warehouse_url)`` (unless ``sql`` is given);
+    - registry: ``Registry(settings.registry_dir)`` with loaders for every model kind;
+    - risk router: ``serving.risk`` (the speed layer's synchronous decision endpoint), mounted under the
+      ``risk:decide`` scope;
+    - keys: hashed, in ``<data_dir>/serving/api_keys.json``; demo keys per group outside production;
+    - audit: a warehouse table (a JSON-lines file only when no warehouse is configured).
+    """
+    settings = settings or Settings()
+    install_log_filter([settings.admin_api_key.get_secret_value(), settings.api_key_salt.get_secret_value(),
+                        settings.sm4_key.get_secret_value(), settings.token_key.get_secret_value()])
+    warehouse_error = None
+    if sql is None and connect_warehouse:
+        sql, warehouse_error = adapters.connect_warehouse(settings)
+    if sql is not None:
+        analytics = analytics or adapters.WarehouseAnalytics(sql)
+        reviews = reviews or adapters.WarehouseReviews(sql)
+    registry = registry or Registry(settings.registry_dir)
+    hub = ModelHub(registry, loaders if loaders is not None else adapters.default_loaders(sql))
+    metrics = Metrics(decisions=adapters.decision_counts(sql) if sql is not None else None,
+                      lag=lag if lag is not None else adapters.default_lag_source(settings))
+    if audit is None:
+        audit = WarehouseAuditStore(sql) if sql is not None else JsonlAuditStore(
+            Path(settings.data_dir) / "serving" / "audit.jsonl")
+    keyring = KeyRing(keystore or FileKeyStore(Path(settings.data_dir) / "serving" / "api_keys.json"),
+                      salt=settings.api_key_salt.get_secret_value(),
+                      admin_key=settings.admin_api_key.get_secret_value())
+    demo = {}
+    if with_demo_keys if with_demo_keys is not None else settings.env != "production":
+        seed = settings.admin_api_key.get_secret_value() + settings.api_key_salt.get_secret_value()
+        demo = demo_keys(keyring, seed=seed)
+    services = Services(settings=settings, keyring=keyring, audit=audit, registry=registry, hub=hub, metrics=metrics,
+                        sql=sql, analytics=analytics, reviews=reviews, demo_keys=demo, warehouse_error=warehouse_error)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        with contextlib.suppress(Exception):
+            audit.flush()
+
+    app = FastAPI(title="fuelcard API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  openapi_tags=[{"name": t} for t in ("risk", "points", "churn", "pricing", "demand", "alerts",
+                                                      "sites", "review", "models", "dashboard", "operations")])
+    app.state.services = services
+    app.state.keyring = keyring
+    app.state.metrics = metrics
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(NotReady, _not_ready)
+    app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(Conflict, _conflict)
+    app.add_exception_handler(Exception, _unexpected)
+
+    from serving import (
+        routes_analytics,
+        routes_churn,
+        routes_dashboard,
+        routes_models,
+        routes_ops,
+        routes_points,
+        routes_review,
+    )
+
+    for module in (routes_ops, routes_points, routes_churn, routes_analytics, routes_review, routes_models,
+                   routes_dashboard):
+        app.include_router(module.router)
+    _mount_risk(app, settings, services, risk_router)
+
+    app.mount("/dashboard", StaticFiles(directory=routes_dashboard.STATIC_DIR, html=True), name="dashboard")
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/dashboard/")
+
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES, metrics=metrics)
+    return app
+
+
+def _mount_risk(app: FastAPI, settings: Settings, services: Services, risk_router: Any | None) -> None:
+    """Mount the speed layer's decision router (``serving/risk.py``) behind the ``risk:decide`` scope."""
+    from fastapi import Depends
+
+    router = risk_router
+    if router is None:
+        router, error = adapters.load_risk_router(settings, services)
+        if router is None:
+            @app.post("/v1/risk/decide", tags=["risk"], summary="Risk decision for an authorisation",
+                      dependencies=[Depends(require(Scope.RISK_DECIDE))],
+                      responses={503: {"description": "risk scorer not available"}})
+            def risk_unavailable() -> None:
+                raise HTTPException(503, f"risk scorer not available: {error}")
+            return
+    app.include_router(router, dependencies=[Depends(require(Scope.RISK_DECIDE))])
