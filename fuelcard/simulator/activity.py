@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 
 from fuelcard.simulator.geo import REGIONS, Network, to_xy
 from fuelcard.simulator.market import PRE_HOLIDAY_EFFECT, WEEKDAY_EFFECT, Market
-from fuelcard.simulator.people import TIER_POINTS_MULTIPLIER, Population
+from fuelcard.simulator.people import FADE_DAYS, FADE_FLOOR, TIER_POINTS_MULTIPLIER, Population
 
 DAY_US = 86_400_000_000
 HOUR_US = 3_600_000_000
@@ -149,7 +149,7 @@ def genuine_fills(rng: np.random.Generator, net: Network, mk: Market, pop: Popul
     churn = pop.churn_day[pop.card_member]
     trend = pop.trend[pop.card_member]
     for k in range(days):  # one vectorised pass per day
-        alive = np.clip(churn - k, 0.0, 1.0)
+        alive = np.clip(churn - k, 0.0, 1.0) * np.clip((churn - k) / FADE_DAYS, FADE_FLOOR, 1.0)
         lam[:, k] = (pop.card_rate * K * np.exp(day_log[k] + mk.weather_log[region_idx, k] + trend * d_ar[k] / 30.0)
                      * alive)
     counts = rng.poisson(lam)
@@ -217,7 +217,7 @@ def genuine_fills(rng: np.random.Generator, net: Network, mk: Market, pop: Popul
                     terminal=term.astype(np.int64))
 
 
-def shop_and_wash(rng: np.random.Generator, net: Network, fills: TxArrays) -> TxArrays:
+def shop_and_wash(rng: np.random.Generator, net: Network, fills: TxArrays, start: date) -> TxArrays:
     """Shop and car-wash purchases attached to captured fills at stations that have them."""
     st = net.stations
     has_shop = st["has_shop"].to_numpy()[fills.station]
@@ -235,6 +235,8 @@ def shop_and_wash(rng: np.random.Generator, net: Network, fills: TxArrays) -> Tx
                if amount is None else rng.choice(amount, m))
         status = np.where(rng.random(m) < 0.01, 3, 0)
         ts = fills.ts_us[idx] + fills.capture_delay_us[idx] + rng.integers(60, 600, m) * 1_000_000
+        day_end = base_us(start) + ((fills.ts_us[idx] - base_us(start)) // DAY_US + 1) * DAY_US - 1_000_000
+        ts = np.minimum(ts, day_end)  # same local day as the fill
         pos = net.terminal_offset[fills.station[idx]] + net.terminals[fills.station[idx]] - 1
         parts.append(TxArrays(card=fills.card[idx], station=fills.station[idx], product=np.full(m, prod),
                               ts_us=ts, capture_delay_us=np.full(m, 5_000_000), litres=np.zeros(m),

@@ -60,7 +60,7 @@ def simulate(config: SimConfig | None = None, *, progress: bool = False) -> dict
     pop.fleets["geofence_radius_km"] = hab.fleet_radius
     step("members")
     fills = activity.genuine_fills(_rng(cfg.seed, 5), net, mk, pop, hab, cfg.start)
-    shop = activity.shop_and_wash(_rng(cfg.seed, 6), net, fills)
+    shop = activity.shop_and_wash(_rng(cfg.seed, 6), net, fills, cfg.start)
     step("fills")
     fills, new_fraud, finfo = fraud.inject(_rng(cfg.seed, 7), net, mk, pop, hab, fills, cfg.start, cfg.days,
                                            cfg.fraud_rates, len(fills) + len(shop))
@@ -179,7 +179,9 @@ def truth(cfg: SimConfig, net: geo.Network, mk: market.Market, pop: people.Popul
                        "(count in members.complaints), trend_30d (member's log change of fill rate per 30 days, "
                        "visible in transactions), ln(fills_per_week), points_expiring (opening_points >= 1000 "
                        "and points_expire_date within 90 days of start), price_sensitivity * home-station price "
-                       "gap to competitors in % (92#). After churn_date a member's cards stop transacting.",
+                       "gap to competitors in % (92#), price_sensitivity. Fills fade out linearly over the "
+                       f"{people.FADE_DAYS:.0f} days before churn (floor {people.FADE_FLOOR}). "
+                       "After churn_date a member's cards stop transacting.",
             "base_hazard_per_day": people.BASE_HAZARD_PER_DAY,
             "coefficients": people.CHURN_COEFS,
             "n_members": len(pop.members), "n_churned": int(pop.members["churned"].sum()),

@@ -106,7 +106,7 @@ def tank_readings(rng: np.random.Generator, net: Network, mk: Market, total: np.
     measured_prev = level + rng.normal(0, noise_sd)
     pending = np.zeros((T, days + 8))
     cols = {k: np.zeros((T, days)) for k in ("opening", "delivery", "closing", "expected")}
-    reorder = (lead + 1.5) * avg
+    reorder = (lead + 2.5) * avg
     for k in range(days):  # vectorised over tanks, one step per day
         delivery = pending[:, k]
         level = np.maximum(level + delivery - sales[:, k] - leak[:, k], 0.0)

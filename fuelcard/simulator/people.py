@@ -23,14 +23,17 @@ from fuelcard.simulator.geo import (
 
 TIERS: tuple[str, ...] = ("standard", "silver", "gold", "diamond")
 TIER_POINTS_MULTIPLIER = {"standard": 1.0, "silver": 1.2, "gold": 1.5, "diamond": 2.0}
+#: Before churning a member fades out: fill rate * clip((churn_day - t) / FADE_DAYS, FADE_FLOOR, 1).
+FADE_DAYS, FADE_FLOOR = 42.0, 0.05
 #: True churn hazard: h(t) = BASE_HAZARD_PER_DAY * exp(eta), eta = sum(coef * covariate). Time-constant.
-BASE_HAZARD_PER_DAY = 0.0025
+BASE_HAZARD_PER_DAY = 0.0012
 CHURN_COEFS = {
-    "tier_silver": -0.3, "tier_gold": -0.6, "tier_diamond": -1.0,
-    "complaints": 0.45,  # per complaint filed
+    "tier_silver": -0.6, "tier_gold": -1.2, "tier_diamond": -2.0,
+    "complaints": 0.7,  # per complaint filed
     "trend_30d": -3.0,  # per unit of log change in fill rate per 30 days (declining -> higher hazard)
-    "log_fills_per_week": -0.6,
-    "points_expiring": 0.7,  # opening points >= 1000 expiring within 90 days of the start
+    "log_fills_per_week": -1.2,
+    "points_expiring": 1.0,  # opening points >= 1000 expiring within 90 days of the start
+    "price_sensitivity": 2.0,
     "price_sensitivity_x_gap_pct": 0.25,  # price_sensitivity * (home-station price gap to competitors, %)
 }
 CARD_KEY = b"fuelcard-simulator-token-key"
@@ -148,7 +151,7 @@ def build_population(rng: np.random.Generator, n_members: int, start: date, days
     night_owl_member = heavy | (rng.random(M) < 0.03)
     price_sens = rng.beta(2, 3, M)
     z = rng.normal(0, 1, M)  # latent disengagement
-    trend = -0.05 - 0.22 * z + rng.normal(0, 0.08, M)
+    trend = -0.05 - 0.3 * z + rng.normal(0, 0.1, M)
     score = np.log(fpw) + rng.normal(0, 0.5, M) + np.where(is_fleet_owner, 2.0, 0.0)
     q = np.quantile(score, [0.55, 0.80, 0.94])
     tier_idx = np.searchsorted(q, score)
@@ -241,9 +244,9 @@ def build_population(rng: np.random.Generator, n_members: int, start: date, days
     eta = (CHURN_COEFS["tier_silver"] * (tier_idx == 1) + CHURN_COEFS["tier_gold"] * (tier_idx == 2)
            + CHURN_COEFS["tier_diamond"] * (tier_idx == 3)
            + CHURN_COEFS["trend_30d"] * trend + CHURN_COEFS["log_fills_per_week"] * np.log(fpw_out)
-           + CHURN_COEFS["points_expiring"] * points_expiring
+           + CHURN_COEFS["points_expiring"] * points_expiring + CHURN_COEFS["price_sensitivity"] * price_sens
            + CHURN_COEFS["price_sensitivity_x_gap_pct"] * price_sens * gap_pct)
-    complaints_rate = 0.12 * np.exp(0.9 * z)
+    complaints_rate = 0.12 * np.exp(1.0 * z)
     n_complaints = rng.poisson(complaints_rate * days / 60.0)
     eta = eta + CHURN_COEFS["complaints"] * n_complaints
     T = rng.exponential(1.0, M) / (BASE_HAZARD_PER_DAY * np.exp(eta))
