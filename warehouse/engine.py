@@ -514,8 +514,8 @@ def _to_python_column(s: pd.Series) -> list[Any]:
     """A column as Python values the driver serialises (datetimes aware UTC, dates as date, NA as None)."""
     if pd.api.types.is_datetime64_any_dtype(s):
         if getattr(s.dt, "tz", None) is not None:
-            vals = s.dt.tz_convert("UTC").dt.to_pydatetime()
-            return [None if pd.isna(v) else v for v in vals]
+            vals = s.dt.tz_convert("UTC").astype(object)
+            return [None if pd.isna(v) else v.to_pydatetime() for v in vals]
         # tz-naive datetimes here are Date columns (see _cast_series)
         return [None if pd.isna(v) else v.date() for v in s]
     if isinstance(s.dtype, pd.Int64Dtype):

@@ -54,8 +54,8 @@ _q(NamedQuery(
     "Sales per day and product: purchases, litres, gross/refunded/net fen (rollup).",
     """
 SELECT date, product,
-       sum(transactions) AS transactions, sum(captured) AS captured, sum(litres) AS litres,
-       sum(amount_fen) AS gross_fen, sum(refund_fen) AS refunded_fen, sum(amount_fen - refund_fen) AS net_fen
+       sum(transactions) AS transactions, sum(captured) AS captured, sum(litres_sum) AS litres,
+       sum(captured_fen) AS gross_fen, sum(refunded_fen) AS refund_fen, sum(captured_fen - refunded_fen) AS net_fen
 FROM rollup_sales_daily
 WHERE date >= {date_from:Date} AND date <= {date_to:Date}
 GROUP BY date, product
@@ -66,11 +66,11 @@ _q(NamedQuery(
     "sales_hourly_station",
     "Sales per hour and product at one station (rollup).",
     """
-SELECT hour, product, sum(captured) AS captured, sum(litres) AS litres,
-       sum(amount_fen - refund_fen) AS net_fen
+SELECT hour, product, sum(captured) AS captured, sum(litres_sum) AS litres,
+       sum(captured_fen - refunded_fen) AS net_fen
 FROM rollup_sales_hourly
 WHERE station_id = {station_id:String}
-  AND hour >= toDateTime({date_from:Date}) AND hour < toDateTime({date_to:Date}) + 86400
+  AND hour >= toDateTime(toDate({date_from:Date})) AND hour < toDateTime(toDate({date_to:Date})) + 86400
 GROUP BY hour, product
 ORDER BY hour, product
 """, _RANGE))
@@ -79,9 +79,9 @@ _q(NamedQuery(
     "sales_by_hour_of_day",
     "Network traffic profile: purchases and litres by UTC hour of day (rollup).",
     """
-SELECT toHour(hour) AS hour_utc, sum(captured) AS captured, sum(litres) AS litres
+SELECT toHour(hour) AS hour_utc, sum(captured) AS captured, sum(litres_sum) AS litres
 FROM rollup_sales_hourly
-WHERE hour >= toDateTime({date_from:Date}) AND hour < toDateTime({date_to:Date}) + 86400
+WHERE hour >= toDateTime(toDate({date_from:Date})) AND hour < toDateTime(toDate({date_to:Date})) + 86400
 GROUP BY hour_utc
 ORDER BY hour_utc
 """, _RANGE))
@@ -90,8 +90,8 @@ _q(NamedQuery(
     "top_stations",
     "Stations ranked by net sales in a date range (rollup).",
     """
-SELECT station_id, sum(captured) AS captured, sum(litres) AS litres,
-       sum(amount_fen - refund_fen) AS net_fen, sum(fraud) AS fraud
+SELECT station_id, sum(captured) AS captured, sum(litres_sum) AS litres,
+       sum(captured_fen - refunded_fen) AS net_fen, sum(fraud) AS fraud
 FROM rollup_sales_daily
 WHERE date >= {date_from:Date} AND date <= {date_to:Date}
 GROUP BY station_id
@@ -106,7 +106,7 @@ _q(NamedQuery(
 SELECT s.region AS region, r.product AS product, sum(r.c) AS captured, sum(r.l) AS litres,
        sum(r.n) AS net_fen
 FROM (
-    SELECT station_id, product, sum(captured) AS c, sum(litres) AS l, sum(amount_fen - refund_fen) AS n
+    SELECT station_id, product, sum(captured) AS c, sum(litres_sum) AS l, sum(captured_fen - refunded_fen) AS n
     FROM rollup_sales_daily
     WHERE date >= {date_from:Date} AND date <= {date_to:Date}
     GROUP BY station_id, product
@@ -126,7 +126,7 @@ SELECT date,
        sumIf(decisions, outcome = 'review') AS reviewed,
        sumIf(decisions, outcome = 'decline') AS declined,
        sumIf(decisions, outcome = 'review') / sum(decisions) AS review_rate,
-       sum(degraded) / sum(decisions) AS degraded_rate,
+       sum(degraded_count) / sum(decisions) AS degraded_rate,
        sum(score_sum) / sum(decisions) AS mean_score,
        sum(latency_ms_sum) / sum(decisions) AS mean_latency_ms
 FROM rollup_risk_daily
@@ -139,7 +139,7 @@ _q(NamedQuery(
     "risk_decisions_by_outcome",
     "Decisions by outcome and model/rule-set version in a date range (rollup).",
     """
-SELECT outcome, model_version, ruleset_version, sum(decisions) AS decisions, sum(degraded) AS degraded
+SELECT outcome, model_version, ruleset_version, sum(decisions) AS decisions, sum(degraded_count) AS degraded
 FROM rollup_risk_daily
 WHERE date >= {date_from:Date} AND date <= {date_to:Date}
 GROUP BY outcome, model_version, ruleset_version
@@ -188,11 +188,11 @@ _q(NamedQuery(
     "Points issued / reversed / redeemed / expired per day (rollup).",
     """
 SELECT date,
-       sumIf(points, kind = 'earn') AS issued,
-       -sumIf(points, kind = 'reverse') AS reversed,
-       -sumIf(points, kind = 'redeem') AS redeemed,
-       -sumIf(points, kind = 'expire') AS expired,
-       sum(points) AS net,
+       sumIf(points_sum, kind = 'earn') AS issued,
+       -sumIf(points_sum, kind = 'reverse') AS reversed,
+       -sumIf(points_sum, kind = 'redeem') AS redeemed,
+       -sumIf(points_sum, kind = 'expire') AS expired,
+       sum(points_sum) AS net,
        sum(entries) AS entries
 FROM rollup_points_daily
 WHERE date >= {date_from:Date} AND date <= {date_to:Date}
@@ -205,7 +205,7 @@ _q(NamedQuery(
     "Active members and cards per day (approximate distinct counts), purchases and spend (rollup).",
     """
 SELECT date, uniqMerge(members) AS active_members, uniqMerge(cards) AS active_cards,
-       countMerge(purchases) AS purchases, sumMerge(amount_fen) AS amount_fen
+       countMerge(purchases) AS purchases, sumMerge(spend_fen) AS spend_fen
 FROM rollup_member_activity_daily
 WHERE date >= {date_from:Date} AND date <= {date_to:Date}
 GROUP BY date
@@ -290,7 +290,7 @@ _q(NamedQuery(
 SELECT date, product, net_fen,
        avg(net_fen) OVER (PARTITION BY product ORDER BY date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW) AS net_fen_7d
 FROM (
-    SELECT date, product, sum(amount_fen - refund_fen) AS net_fen
+    SELECT date, product, sum(captured_fen - refunded_fen) AS net_fen
     FROM rollup_sales_daily
     WHERE date >= {date_from:Date} AND date <= {date_to:Date}
     GROUP BY date, product
@@ -303,7 +303,7 @@ _q(NamedQuery(
     "Stations ranked inside their region by net sales (CTE + window function).",
     """
 WITH station_sales AS (
-    SELECT station_id, sum(amount_fen - refund_fen) AS net_fen
+    SELECT station_id, sum(captured_fen - refunded_fen) AS net_fen
     FROM rollup_sales_daily
     WHERE date >= {date_from:Date} AND date <= {date_to:Date}
     GROUP BY station_id

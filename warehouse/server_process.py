@@ -75,6 +75,11 @@ def pick_ports(lo: int = 19100, hi: int = 19199) -> tuple[int, int]:
     raise ServerStartError(f"no two free ports in {lo}-{hi}")
 
 
+def pick_port(lo: int = 19150, hi: int = 19199) -> int:
+    """One free port from [lo, hi]."""
+    return pick_ports(lo, hi)[0] if hi > lo else lo
+
+
 @dataclass
 class ClickHouseServer:
     """A running local server; ``url`` is ready for :func:`warehouse.connect`."""

@@ -2,6 +2,8 @@
 -- those facts are idempotent (Warehouse.insert_df drops rows already stored with an equal or higher version),
 -- so a redelivered event never reaches a rollup twice. Rollup reads always re-aggregate (sum/…Merge) and
 -- never rely on background merges having happened.
+-- Portability (server 18.16): MV selects read the source table directly (no subquery) and no output alias
+-- reuses a source column name.
 
 -- Sales per station x product x hour. A purchase contributes once when it reaches a terminal state
 -- (version 2: captured/cancelled/timeout) and once more if it is refunded (version 3).
@@ -14,9 +16,9 @@ CREATE TABLE IF NOT EXISTS rollup_sales_hourly (
     cancelled UInt64,
     timeouts UInt64,
     refunds UInt64,
-    litres Float64,
-    amount_fen Int64,
-    refund_fen Int64,
+    litres_sum Float64,
+    captured_fen Int64,
+    refunded_fen Int64,
     fraud UInt64
 ) ENGINE = SummingMergeTree()
 PARTITION BY toYYYYMM(hour)
@@ -24,23 +26,19 @@ ORDER BY (hour, station_id, product);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS mv_sales_hourly TO rollup_sales_hourly AS
 SELECT
-    toStartOfHour(s_ts) AS hour,
-    s_station AS station_id,
-    s_product AS product,
-    toUInt64(sum(s_version = 2)) AS transactions,
-    toUInt64(sum(s_status = 'captured')) AS captured,
-    toUInt64(sum(s_status = 'cancelled')) AS cancelled,
-    toUInt64(sum(s_status = 'timeout')) AS timeouts,
-    toUInt64(sum(s_status = 'refunded')) AS refunds,
-    sum(if(s_status = 'captured', s_litres, 0.)) AS litres,
-    toInt64(sum(if(s_status = 'captured', s_amount, 0))) AS amount_fen,
-    toInt64(sum(if(s_status = 'refunded', s_amount, 0))) AS refund_fen,
-    toUInt64(sum(s_version = 2 AND s_fraud = 1)) AS fraud
-FROM (
-    SELECT ts AS s_ts, station_id AS s_station, product AS s_product, version AS s_version, status AS s_status,
-           litres AS s_litres, amount_fen AS s_amount, is_fraud AS s_fraud
-    FROM fact_transactions
-)
+    toStartOfHour(ts) AS hour,
+    station_id,
+    product,
+    toUInt64(sum(version = 2)) AS transactions,
+    toUInt64(sum(status = 'captured')) AS captured,
+    toUInt64(sum(status = 'cancelled')) AS cancelled,
+    toUInt64(sum(status = 'timeout')) AS timeouts,
+    toUInt64(sum(status = 'refunded')) AS refunds,
+    sum(if(status = 'captured', litres, 0.)) AS litres_sum,
+    toInt64(sum(if(status = 'captured', amount_fen, 0))) AS captured_fen,
+    toInt64(sum(if(status = 'refunded', amount_fen, 0))) AS refunded_fen,
+    toUInt64(sum(version = 2 AND is_fraud = 1)) AS fraud
+FROM fact_transactions
 GROUP BY hour, station_id, product;
 
 CREATE TABLE IF NOT EXISTS rollup_sales_daily (
@@ -52,9 +50,9 @@ CREATE TABLE IF NOT EXISTS rollup_sales_daily (
     cancelled UInt64,
     timeouts UInt64,
     refunds UInt64,
-    litres Float64,
-    amount_fen Int64,
-    refund_fen Int64,
+    litres_sum Float64,
+    captured_fen Int64,
+    refunded_fen Int64,
     fraud UInt64
 ) ENGINE = SummingMergeTree()
 PARTITION BY toYYYYMM(date)
@@ -62,23 +60,19 @@ ORDER BY (date, station_id, product);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS mv_sales_daily TO rollup_sales_daily AS
 SELECT
-    toDate(s_ts) AS date,
-    s_station AS station_id,
-    s_product AS product,
-    toUInt64(sum(s_version = 2)) AS transactions,
-    toUInt64(sum(s_status = 'captured')) AS captured,
-    toUInt64(sum(s_status = 'cancelled')) AS cancelled,
-    toUInt64(sum(s_status = 'timeout')) AS timeouts,
-    toUInt64(sum(s_status = 'refunded')) AS refunds,
-    sum(if(s_status = 'captured', s_litres, 0.)) AS litres,
-    toInt64(sum(if(s_status = 'captured', s_amount, 0))) AS amount_fen,
-    toInt64(sum(if(s_status = 'refunded', s_amount, 0))) AS refund_fen,
-    toUInt64(sum(s_version = 2 AND s_fraud = 1)) AS fraud
-FROM (
-    SELECT ts AS s_ts, station_id AS s_station, product AS s_product, version AS s_version, status AS s_status,
-           litres AS s_litres, amount_fen AS s_amount, is_fraud AS s_fraud
-    FROM fact_transactions
-)
+    date,
+    station_id,
+    product,
+    toUInt64(sum(version = 2)) AS transactions,
+    toUInt64(sum(status = 'captured')) AS captured,
+    toUInt64(sum(status = 'cancelled')) AS cancelled,
+    toUInt64(sum(status = 'timeout')) AS timeouts,
+    toUInt64(sum(status = 'refunded')) AS refunds,
+    sum(if(status = 'captured', litres, 0.)) AS litres_sum,
+    toInt64(sum(if(status = 'captured', amount_fen, 0))) AS captured_fen,
+    toInt64(sum(if(status = 'refunded', amount_fen, 0))) AS refunded_fen,
+    toUInt64(sum(version = 2 AND is_fraud = 1)) AS fraud
+FROM fact_transactions
 GROUP BY date, station_id, product;
 
 -- Member activity per day: distinct active members and cards (HyperLogLog states), purchases, spend.
@@ -88,24 +82,21 @@ CREATE TABLE IF NOT EXISTS rollup_member_activity_daily (
     members AggregateFunction(uniq, String),
     cards AggregateFunction(uniq, String),
     purchases AggregateFunction(count),
-    amount_fen AggregateFunction(sum, Int64)
+    spend_fen AggregateFunction(sum, Int64)
 ) ENGINE = AggregatingMergeTree()
 PARTITION BY toYYYYMM(date)
 ORDER BY (date, region);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS mv_member_activity_daily TO rollup_member_activity_daily AS
 SELECT
-    toDate(s_ts) AS date,
-    s_region AS region,
-    uniqState(s_member) AS members,
-    uniqState(s_card) AS cards,
+    date,
+    region,
+    uniqState(member_id) AS members,
+    uniqState(card_id) AS cards,
     countState() AS purchases,
-    sumState(s_amount) AS amount_fen
-FROM (
-    SELECT ts AS s_ts, region AS s_region, member_id AS s_member, card_id AS s_card, toInt64(amount_fen) AS s_amount
-    FROM fact_transactions
-    WHERE status = 'captured'
-)
+    sumState(amount_fen) AS spend_fen
+FROM fact_transactions
+WHERE status = 'captured'
 GROUP BY date, region;
 
 -- Risk KPIs: decisions by outcome per day, model and rule-set version.
@@ -115,7 +106,7 @@ CREATE TABLE IF NOT EXISTS rollup_risk_daily (
     model_version String,
     ruleset_version String,
     decisions UInt64,
-    degraded UInt64,
+    degraded_count UInt64,
     score_sum Float64,
     latency_ms_sum Float64
 ) ENGINE = SummingMergeTree()
@@ -124,19 +115,15 @@ ORDER BY (date, outcome, model_version, ruleset_version);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS mv_risk_daily TO rollup_risk_daily AS
 SELECT
-    toDate(s_ts) AS date,
-    s_outcome AS outcome,
-    s_model AS model_version,
-    s_ruleset AS ruleset_version,
+    date,
+    outcome,
+    model_version,
+    ruleset_version,
     toUInt64(count()) AS decisions,
-    toUInt64(sum(s_degraded)) AS degraded,
-    sum(s_score) AS score_sum,
-    sum(s_latency) AS latency_ms_sum
-FROM (
-    SELECT ts AS s_ts, outcome AS s_outcome, model_version AS s_model, ruleset_version AS s_ruleset,
-           degraded AS s_degraded, score AS s_score, latency_ms AS s_latency
-    FROM fact_risk_decisions
-)
+    toUInt64(sum(degraded)) AS degraded_count,
+    sum(score) AS score_sum,
+    sum(latency_ms) AS latency_ms_sum
+FROM fact_risk_decisions
 GROUP BY date, outcome, model_version, ruleset_version;
 
 -- Points issued / reversed / redeemed / expired per day.
@@ -144,16 +131,16 @@ CREATE TABLE IF NOT EXISTS rollup_points_daily (
     date Date,
     kind String,
     entries UInt64,
-    points Int64
+    points_sum Int64
 ) ENGINE = SummingMergeTree()
 PARTITION BY toYYYYMM(date)
 ORDER BY (date, kind);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS mv_points_daily TO rollup_points_daily AS
 SELECT
-    toDate(s_ts) AS date,
-    s_kind AS kind,
+    date,
+    kind,
     toUInt64(count()) AS entries,
-    toInt64(sum(s_points)) AS points
-FROM (SELECT ts AS s_ts, kind AS s_kind, points AS s_points FROM fact_points_ledger)
+    toInt64(sum(points)) AS points_sum
+FROM fact_points_ledger
 GROUP BY date, kind;
