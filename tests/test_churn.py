@@ -1,0 +1,163 @@
+"""Churn survival model: contract (save/load, determinism, missing inputs, ranges), encoder, metrics, CLI."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.churn import (
+    ChurnModel,
+    CovariateEncoder,
+    brier_at,
+    concordance,
+    fit_churn_model,
+    plot_km_by_segment,
+    segment_members,
+    synthetic_customers,
+    time_dependent_auc,
+)
+from models.common import coerce_event, coerce_numeric
+
+
+@pytest.fixture(scope="module")
+def telco():
+    return synthetic_customers(1500, seed=3)
+
+
+@pytest.fixture(scope="module")
+def model(telco):
+    return fit_churn_model(telco.iloc[:1100], duration_col="tenure", event_col="Churn", horizon=12,
+                           exclude=("customerID",), seed=0, candidates=("cox", "weibull"))
+
+
+def test_event_coercion_variants():
+    assert coerce_event(pd.Series(["Yes", "No", "yes "])).tolist() == [1.0, 0.0, 1.0]
+    assert coerce_event(pd.Series([True, False])).tolist() == [1.0, 0.0]
+    assert coerce_event(pd.Series(["True", "False"])).tolist() == [1.0, 0.0]
+    assert coerce_event(pd.Series([1, 0, 0])).tolist() == [1.0, 0.0, 0.0]
+    assert coerce_event(pd.Series(["churned", "active"])).tolist() == [1.0, 0.0]
+    with pytest.raises(ValueError):
+        coerce_event(pd.Series(["a", "b", "c"]))
+
+
+def test_numeric_strings_with_blanks():
+    s = coerce_numeric(pd.Series(["29.85", " ", "1889.5", ""]))
+    assert s is not None and s.isna().sum() == 2
+    assert coerce_numeric(pd.Series(["DSL", "Fiber optic"])) is None
+
+
+def test_encoder_handles_strings_constants_ids(telco):
+    enc = CovariateEncoder().fit(telco, exclude={"tenure", "Churn"})
+    assert enc.dropped["customerID"] == "high-cardinality"
+    assert enc.dropped["PhoneService"] == "constant"
+    x = enc.transform(telco.head(50))
+    assert list(x.columns) == enc.columns and not x.isna().any().any()
+    # missing covariates at scoring time are imputed, unseen levels tolerated
+    odd = telco.head(5).drop(columns=["MonthlyCharges"]).assign(Contract="Ten years")
+    assert not enc.transform(odd).isna().any().any()
+
+
+def test_model_contract(model, telco, tmp_path):
+    score = telco.iloc[1100:].drop(columns=["tenure", "Churn"])
+    p = model.predict_proba(score)
+    assert p.shape == (len(score),) and np.all((p >= 0) & (p <= 1)) and not np.isnan(p).any()
+    path = model.save(tmp_path)
+    again = ChurnModel.load(path)
+    np.testing.assert_allclose(again.predict_proba(score), p)
+    m2 = fit_churn_model(telco.iloc[:1100], duration_col="tenure", event_col="Churn", horizon=12,
+                         exclude=("customerID",), seed=0, candidates=("cox", "weibull"))
+    np.testing.assert_allclose(m2.predict_proba(score), p)
+    # useful: beats random clearly on held-out rows
+    test = telco.iloc[1100:]
+    y = (test["Churn"] == "Yes").to_numpy()
+    from sklearn.metrics import roc_auc_score
+    assert roc_auc_score(y, p) > 0.75
+    assert model.encoder.dropped.get("TotalCharges", "").startswith("duration proxy")
+
+
+def test_conditional_probability_uses_tenure(model, telco):
+    rows = telco.iloc[1100:1110].drop(columns=["Churn"])
+    uncond = model.predict_proba(rows.drop(columns=["tenure"]))
+    cond = model.predict_proba(rows)
+    assert not np.allclose(uncond, cond)
+    # beyond the last observed tenure the Cox baseline is extrapolated, so probabilities do not collapse to 0
+    far = rows.assign(tenure=500)
+    assert np.all(model.predict_proba(far) > 0)
+
+
+def test_degenerate_training_data_never_crashes():
+    df = pd.DataFrame({"t": [1, 2, 3, 4, 5, 6], "e": ["No"] * 6, "x": ["a"] * 6})
+    m = fit_churn_model(df, duration_col="t", event_col="e", horizon=3)
+    p = m.predict_proba(df.drop(columns=["t", "e"]))
+    assert np.all((p >= 0) & (p <= 1))
+    # perfectly separating covariate: penalizer keeps it finite
+    r = np.random.default_rng(0)
+    n = 200
+    sep = r.integers(0, 2, n)
+    df2 = pd.DataFrame({"t": r.exponential(10, n) + 0.1, "e": sep, "x": sep, "noise": r.normal(size=n)})
+    p2 = fit_churn_model(df2, duration_col="t", event_col="e", horizon=5).predict_proba(df2)
+    assert np.all(np.isfinite(p2)) and np.all((p2 >= 0) & (p2 <= 1))
+
+
+def test_metrics_sanity():
+    r = np.random.default_rng(1)
+    risk = r.normal(size=500)
+    t = r.exponential(np.exp(-risk))
+    e = np.ones(500)
+    assert concordance(t, e, risk) > 0.6
+    prob = 1 - np.exp(-np.exp(risk) * 1.0)
+    assert time_dependent_auc(t, e, prob, 1.0) > 0.6
+    assert 0 <= brier_at(t, e, prob, 1.0) <= 1
+
+
+def test_segments_and_km_png(tmp_path):
+    r = np.random.default_rng(2)
+    df = pd.DataFrame({"member_id": range(300), "spend_90": r.gamma(2, 500, 300),
+                       "churn_probability": r.uniform(size=300)})
+    seg = segment_members(df)
+    assert set(seg["action_level"]) <= {0, 1, 2, 3, 4}
+    hi = seg[(seg.value_tier == "high") & (seg.risk_band == "high")]
+    assert (hi["action_level"] == 4).all()
+    png = plot_km_by_segment(r.exponential(50, 300), r.integers(0, 2, 300), seg["risk_band"], tmp_path / "km.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "fuelcard.cli", "churn", "backtest", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_telco_like(tmp_path, telco):
+    train = telco.iloc[:1000]
+    score = telco.iloc[1000:1200].drop(columns=["tenure", "Churn"])
+    train.to_csv(tmp_path / "train.csv", index=False)
+    score.to_csv(tmp_path / "score.csv", index=False)
+    out = tmp_path / "out.csv"
+    r = _cli("--train", str(tmp_path / "train.csv"), "--score", str(tmp_path / "score.csv"),
+             "--id-col", "customerID", "--duration-col", "tenure", "--event-col", "Churn", "--horizon", "12",
+             "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    res = pd.read_csv(out)
+    assert list(res.columns) == ["id", "churn_probability"]
+    assert res["id"].tolist() == score["customerID"].tolist()
+    assert res["churn_probability"].between(0, 1).all() and res["churn_probability"].notna().all()
+
+
+def test_cli_bad_input_one_line_no_output(tmp_path, telco):
+    telco.iloc[:100].to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "empty.csv").write_text("")
+    out = tmp_path / "out.csv"
+    base = ["--id-col", "customerID", "--duration-col", "tenure", "--event-col", "Churn", "--horizon", "12",
+            "--out", str(out)]
+    for train, score, extra in [
+        ("train.csv", "train.csv", ["--event-col", "NoSuchColumn"]),
+        ("empty.csv", "train.csv", []),
+        ("train.csv", "missing.csv", []),
+    ]:
+        args = ["--train", str(tmp_path / train), "--score", str(tmp_path / score), *base, *extra]
+        r = _cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error:")
+        assert not out.exists()
