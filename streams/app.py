@@ -1,0 +1,359 @@
+"""The Faust app of the speed layer: topics, tables and agents, built by :func:`create_app`.
+
+Agents (all thin adapters over pure cores; none of them ever crashes on a bad event):
+
+* **risk** — ``authorisations`` (keyed by card) → per-card state in the ``card_state`` table → the risk
+  engine → ``decisions`` (every decision) and ``review`` (review-level ones: the manual-review queue).
+  Events are taken in small batches (``stream.take_events``) to amortise Faust's per-call overheads; each
+  table write goes to the changelog partition of *its own* event (not the batch's last one).
+  Redelivered authorisations (same tx_id already decided for the card) have no second effect.
+* **points router** — ``payments`` (Capture/Cancel/Refund, keyed by card) and ``redemptions`` (keyed by member)
+  → points requests keyed by points account (family pool or member) on ``points-requests``.
+* **points** — ``points-requests`` → ``points_accounts`` table (pure :mod:`fuelcard.points` core, idempotent by
+  request id) → ledger movements on ``points-ledger``.
+* **sink** — authorisations, payments, recharges, decisions and ledger lines → the warehouse in micro-batches
+  (idempotent there: rows carry their event id).
+
+Malformed or schema-invalid events go to ``dead-letters`` with the reason and the raw payload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import faust
+import orjson
+from pydantic import ValidationError
+
+from fuelcard import points as pts
+from fuelcard.events import Authorisation, Cancel, Capture, Decision, Outcome, Refund
+from fuelcard.events import PointsRedemption as Redemption
+from streams import topics as T
+from streams.directory import CardDirectory
+from streams.engine import CardRecord, RiskEngine, dump_record, load_record
+from streams.sinks import NullSink, Sink
+
+log = logging.getLogger(__name__)
+
+_PAYMENT_KINDS: dict[str, type] = {"capture": Capture, "cancel": Cancel, "refund": Refund}
+
+
+@dataclass
+class StreamConfig:
+    """Everything a worker needs; built by entry points from :class:`fuelcard.settings.Settings`."""
+
+    broker_url: str
+    prefix: str = "fuelcard"
+    app_id: str = "fuelcard-stream"
+    engine: RiskEngine | None = None
+    directory: CardDirectory = field(default_factory=CardDirectory)
+    sink: Sink = field(default_factory=NullSink)
+    agents: frozenset[str] = frozenset({"risk", "points", "sink"})
+    take_max: int = 256
+    take_within_s: float = 0.004
+    sink_batch: int = 2000
+    sink_within_s: float = 1.0
+    points_policy: pts.PointsPolicy = pts.DEFAULT_POLICY
+    broker_credentials: Any = None
+    producer_linger_s: float = 0.0
+
+
+def dead_letter_payload(*, reason: str, raw: bytes | None, topic: str, partition: int | None,
+                        offset: int | None, agent: str) -> bytes:
+    """The dead-letter record: why, where from, and the raw payload (UTF-8 text and exact base64)."""
+    raw = raw or b""
+    return orjson.dumps({
+        "reason": reason[:2000], "agent": agent, "source_topic": topic, "partition": partition, "offset": offset,
+        "raw": raw.decode("utf-8", "replace"), "raw_b64": base64.b64encode(raw).decode(),
+        "at": time.time(),
+    })
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        errs = exc.errors()[:3]
+        return "schema-invalid: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errs)
+    if isinstance(exc, orjson.JSONDecodeError | UnicodeDecodeError):
+        return f"malformed: {exc}"
+    return f"processing error: {type(exc).__name__}: {exc}"
+
+
+def points_request_to_json(req: pts.PointsRequest) -> bytes:
+    """Wire form of a points request."""
+    d = {k: getattr(req, k) for k in req.__dataclass_fields__}
+    d["ts"] = req.ts.isoformat()
+    return orjson.dumps(d)
+
+
+def points_request_from_json(raw: bytes) -> pts.PointsRequest:
+    """Inverse of :func:`points_request_to_json` (raises on anything malformed)."""
+    d = orjson.loads(raw)
+    if not isinstance(d, dict) or d.get("kind") not in ("accrual", "refund", "cancel", "redemption"):
+        raise ValueError("not a points request")
+    ts = datetime.fromisoformat(d["ts"])
+    if ts.tzinfo is None:
+        raise ValueError("timestamp must be timezone-aware")
+    return pts.PointsRequest(**{**d, "ts": ts})
+
+
+def payment_to_points_request(event: Any, directory: CardDirectory) -> pts.PointsRequest | None:
+    """Capture → accrual, Refund → pro-rata reversal, Cancel → full reversal; keyed to the points account."""
+    if isinstance(event, Capture):
+        h = directory.holder_of_card(event.card_id, event.member_id)
+        return pts.PointsRequest(kind="accrual", request_id=event.tx_id, tx_id=event.tx_id, ts=event.ts,
+                                 account_id=directory.account_of_card(event.card_id, event.member_id),
+                                 member_id=h.member_id, tier=h.tier, product=str(event.product),
+                                 amount_fen=event.amount_fen)
+    if isinstance(event, Refund):
+        return pts.PointsRequest(kind="refund", request_id=event.refund_id, tx_id=event.tx_id, ts=event.ts,
+                                 account_id=directory.account_of_card(event.card_id),
+                                 member_id=directory.holder_of_card(event.card_id).member_id,
+                                 amount_fen=event.amount_fen)
+    if isinstance(event, Cancel):
+        return pts.PointsRequest(kind="cancel", request_id=event.tx_id, tx_id=event.tx_id, ts=event.ts,
+                                 account_id=directory.account_of_card(event.card_id),
+                                 member_id=directory.holder_of_card(event.card_id).member_id)
+    if isinstance(event, Redemption):
+        h = directory.holder_of_member(event.member_id)
+        return pts.PointsRequest(kind="redemption", request_id=event.redemption_id, ts=event.ts,
+                                 account_id=h.account_id, member_id=event.member_id, points=event.points,
+                                 item=event.item)
+    return None
+
+
+def parse_payment(raw: bytes) -> Capture | Cancel | Refund:
+    """Parse a payments-topic record by its ``kind``."""
+    d = orjson.loads(raw)
+    if not isinstance(d, dict):
+        raise ValueError("payload is not a JSON object")
+    model = _PAYMENT_KINDS.get(d.get("kind"))  # type: ignore[arg-type]
+    if model is None:
+        raise ValueError(f"unknown payment kind {d.get('kind')!r}")
+    return model.model_validate(d)
+
+
+@dataclass
+class StreamApp:
+    """The built app with handles on its topics, tables and agents (for workers, tests and the demo)."""
+
+    app: faust.App
+    config: StreamConfig
+    topics: dict[str, faust.TopicT]
+    card_state: Any
+    points_accounts: Any
+    agents: dict[str, Any]
+    stats: dict[str, int]
+    on_decision: list[Callable[[Decision], None]] = field(default_factory=list)
+    publish: Callable[[Outbox], Awaitable[None]] | None = None
+
+
+Outbox = list[tuple[str, bytes | None, bytes, int | None]]
+
+
+def _table_put(table: Any, event: Any, key: bytes, value: bytes, out: Outbox) -> None:
+    """Write a table key and queue its changelog record for the partition of the event that caused it.
+
+    ``table[key] = value`` would use the *current* event, which inside a batch is the batch's last event (a
+    different partition for most keys); recovery would then restore the key on the wrong worker.
+    """
+    table.data[key] = value
+    out.append((table.changelog_topic.get_topic_name(), key, value, event.message.partition))
+
+
+def create_app(cfg: StreamConfig) -> StreamApp:
+    """Build the Faust app with the agents named in ``cfg.agents``."""
+    from streams.engine import BaselineEngine
+
+    engine: RiskEngine = cfg.engine or BaselineEngine()
+    app = faust.App(
+        cfg.app_id,
+        broker=cfg.broker_url,
+        broker_credentials=cfg.broker_credentials,
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=T.HOT_PARTITIONS,
+        topic_replication_factor=1,
+        topic_allow_declare=False,  # topics are created up front by streams.topics.ensure_topics
+        topic_disable_leader=True,
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        producer_linger=cfg.producer_linger_s,
+        table_standby_replicas=0,
+        stream_buffer_maxsize=8192,
+        broker_commit_every=5000,
+        broker_commit_interval=1.0,
+    )
+
+    def topic(spec: T.TopicSpec) -> faust.TopicT:
+        return app.topic(spec.name(cfg.prefix), key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw", partitions=spec.partitions, retention=spec.retention_ms / 1000)
+
+    tps = {s.suffix: topic(s) for s in T.ALL_TOPICS}
+
+    def raw_table(name: str, partitions: int) -> Any:
+        schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+        table = app.Table(name, default=None, schema=schema, key_type=bytes, value_type=bytes,
+                          partitions=partitions)
+        # Faust derives table serializers from the types ("json" for bytes); our values are opaque bytes.
+        table.key_serializer = "raw"
+        table.value_serializer = "raw"
+        return table
+
+    card_state = raw_table("card_state", T.TABLES["card_state"])
+    points_accounts = raw_table("points_accounts", T.TABLES["points_accounts"])
+    stats: dict[str, int] = {"decided": 0, "duplicates": 0, "dead_letters": 0, "points_movements": 0,
+                             "sunk": 0}
+    sa = StreamApp(app, cfg, tps, card_state, points_accounts, {}, stats)
+    dlq = T.DEAD_LETTERS.name(cfg.prefix)
+
+    async def publish(out: Outbox) -> None:
+        # Straight to the driver's producer: Faust's send_soon buffer publishes one message at a time, and
+        # Topic.send defers to the source event's ack. We wait for delivery before the batch is acked, so a
+        # committed offset always means its decisions, changelog and ledger records are in Kafka.
+        producer = app.producer
+        futs = [await producer.send(t, k, v, p, None, None) for t, k, v, p in out]
+        out.clear()
+        if futs:
+            await asyncio.gather(*futs)
+
+    sa.publish = publish
+
+    def dead_letter(event: Any, exc: BaseException, agent: str, out: Outbox) -> None:
+        stats["dead_letters"] += 1
+        msg = event.message
+        raw = event.value if isinstance(event.value, bytes) else str(event.value).encode()
+        out.append((dlq, msg.key if isinstance(msg.key, bytes) else None,
+                    dead_letter_payload(reason=_reason(exc), raw=raw, topic=msg.topic, partition=msg.partition,
+                                        offset=msg.offset, agent=agent), None))
+
+    decisions, review = T.DECISIONS.name(cfg.prefix), T.REVIEW.name(cfg.prefix)
+
+    def decide_event(event: Any, out: Outbox) -> Decision | None:
+        auth = Authorisation.model_validate_json(event.value)
+        key = auth.card_id.encode()
+        rec = load_record(card_state.data.get(key))
+        if rec is not None and rec.seen(auth.tx_id):
+            stats["duplicates"] += 1  # redelivery: the effect already happened
+            return None
+        state, decision = engine.decide(rec.state if rec else None, auth)
+        _table_put(card_state, event, key, dump_record((rec or CardRecord(None)).advance(state, auth.tx_id)), out)
+        body = decision.model_dump_json().encode()
+        out.append((decisions, key, body, None))
+        if decision.outcome == Outcome.REVIEW:
+            out.append((review, key, body, None))
+        stats["decided"] += 1
+        for cb in sa.on_decision:
+            cb(decision)
+        return decision
+
+    if "risk" in cfg.agents:
+        @app.agent(tps[T.AUTHORISATIONS.suffix], name="risk")
+        async def risk(stream: Any) -> Any:
+            out: Outbox = []
+            async for batch in stream.take_events(cfg.take_max, within=cfg.take_within_s):
+                for event in batch:
+                    try:
+                        decide_event(event, out)
+                    except Exception as exc:  # noqa: BLE001 - an agent never crashes on one event
+                        dead_letter(event, exc, "risk", out)
+                await sa.publish(out)
+                yield len(batch)
+
+        sa.agents["risk"] = risk
+
+    if "points" in cfg.agents:
+        requests_topic, ledger = tps[T.POINTS_REQUESTS.suffix], T.POINTS_LEDGER.name(cfg.prefix)
+        requests_name = T.POINTS_REQUESTS.name(cfg.prefix)
+
+        @app.agent(app.topic(T.PAYMENTS.name(cfg.prefix), T.REDEMPTIONS.name(cfg.prefix), key_type=bytes,
+                             value_type=bytes, key_serializer="raw", value_serializer="raw"),
+                   name="points_router")
+        async def points_router(stream: Any) -> Any:
+            out: Outbox = []
+            async for batch in stream.take_events(cfg.take_max, within=cfg.take_within_s):
+                for event in batch:
+                    try:
+                        if event.message.topic == T.REDEMPTIONS.name(cfg.prefix):
+                            ev: Any = Redemption.model_validate_json(event.value)
+                        else:
+                            ev = parse_payment(event.value)
+                        req = payment_to_points_request(ev, cfg.directory)
+                        if req is not None:
+                            out.append((requests_name, req.account_id.encode(), points_request_to_json(req), None))
+                    except Exception as exc:  # noqa: BLE001
+                        dead_letter(event, exc, "points_router", out)
+                await sa.publish(out)
+                yield len(batch)
+
+        @app.agent(requests_topic, name="points")
+        async def points(stream: Any) -> Any:
+            out: Outbox = []
+            async for batch in stream.take_events(cfg.take_max, within=cfg.take_within_s):
+                for event in batch:
+                    try:
+                        req = points_request_from_json(event.value)
+                        key = req.account_id.encode()
+                        raw = points_accounts.data.get(key)
+                        state = pts.state_from_dict(orjson.loads(raw)) if raw else None
+                        new, moves = pts.apply(state, req, cfg.points_policy)
+                        if new is not state:
+                            _table_put(points_accounts, event, key, orjson.dumps(pts.state_to_dict(new)), out)
+                        for m in moves:
+                            out.append((ledger, key, orjson.dumps(m.to_dict()), None))
+                        stats["points_movements"] += len(moves)
+                    except Exception as exc:  # noqa: BLE001
+                        dead_letter(event, exc, "points", out)
+                await sa.publish(out)
+                yield len(batch)
+
+        sa.agents["points_router"] = points_router
+        sa.agents["points"] = points
+
+    if "sink" in cfg.agents:
+        sink_suffixes = [T.AUTHORISATIONS, T.PAYMENTS, T.RECHARGES, T.REDEMPTIONS, T.DECISIONS, T.POINTS_LEDGER]
+        kind_of = {s.name(cfg.prefix): s.suffix for s in sink_suffixes}
+
+        @app.agent(app.topic(*kind_of, key_type=bytes, value_type=bytes, key_serializer="raw",
+                             value_serializer="raw"), name="sink")
+        async def sink(stream: Any) -> Any:
+            async for batch in stream.take_events(cfg.sink_batch, within=cfg.sink_within_s):
+                groups: dict[str, list[dict[str, Any]]] = {}
+                for event in batch:
+                    try:
+                        row = orjson.loads(event.value)
+                        if not isinstance(row, dict):
+                            raise ValueError("payload is not a JSON object")
+                        groups.setdefault(kind_of[event.message.topic], []).append(row)
+                    except Exception:  # noqa: BLE001, S112 - the source agents dead-letter bad events already
+                        continue
+                for kind, rows in groups.items():
+                    # The sink agent has its own consumer position, so a slow or failing warehouse delays only
+                    # the warehouse, never decisions or points. Writes are idempotent (rows carry event ids),
+                    # so retrying a batch is safe.
+                    for attempt in range(3):
+                        try:
+                            cfg.sink.write(kind, rows)
+                            stats["sunk"] += len(rows)
+                            break
+                        except Exception:
+                            log.exception("sink write of %d %s rows failed (attempt %d)", len(rows), kind,
+                                          attempt + 1)
+                            await asyncio.sleep(0.5 * (attempt + 1))
+                yield len(batch)
+
+        sa.agents["sink"] = sink
+
+    return sa
+
+
+# Re-exported for wiring convenience.
+__all__ = ["StreamApp", "StreamConfig", "create_app", "dead_letter_payload",
+           "payment_to_points_request", "points_request_from_json", "points_request_to_json"]

@@ -1,0 +1,211 @@
+"""Producer/feeder and decision collector: stream events into Kafka at a rate and watch decisions come back.
+
+Used by the demo (stream a simulated day), ``fuelcard stream feed``, the stream benchmark and the integration
+tests. Authorisations are keyed by card token; the collector reads every partition of the decisions topic
+without a consumer group (manual assignment), so it never suffers from group-membership defects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from fuelcard.events import Authorisation, Product
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One record to produce."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    tx_id: str | None = None
+
+
+def synthetic_authorisations(n: int, *, cards: int = 20_000, seed: int = 7,
+                             start: datetime | None = None, tx_prefix: str = "b") -> Iterator[Authorisation]:
+    """Plausible authorisations over ``cards`` cards (for benchmarks when no simulated day is at hand)."""
+    rng = random.Random(seed)
+    t = start or datetime(2026, 5, 1, tzinfo=UTC)
+    products = [Product.GASOLINE_92, Product.GASOLINE_95, Product.DIESEL_0, Product.SHOP, Product.CAR_WASH]
+    for i in range(n):
+        lat, lon = 30 + rng.random() * 2, 120 + rng.random() * 2
+        yield Authorisation(tx_id=f"{tx_prefix}{i}", ts=t + timedelta(milliseconds=50 * i),
+                            card_id=f"c{rng.randrange(cards)}", station_id=f"S{rng.randrange(500):04d}",
+                            product=rng.choice(products), amount_fen=rng.randrange(2_000, 60_000),
+                            lat=lat, lon=lon)
+
+
+def auth_records(topic: str, auths: Iterable[Authorisation]) -> Iterator[Outgoing]:
+    """Authorisations as records keyed by card."""
+    for a in auths:
+        yield Outgoing(topic, a.card_id.encode(), a.model_dump_json().encode(), a.tx_id)
+
+
+async def make_producer(bootstrap: str, **kw: Any):  # type: ignore[no-untyped-def]
+    """A started aiokafka producer tuned for low latency (no linger) on loopback."""
+    from aiokafka import AIOKafkaProducer
+
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=kw.pop("linger_ms", 0), acks=kw.pop("acks", 1),
+                         max_batch_size=kw.pop("max_batch_size", 256 * 1024), **kw)
+    await p.start()
+    return p
+
+
+async def produce_at_rate(producer: Any, records: Iterable[Outgoing], *, rate: float | None,
+                          sent_at: dict[str, float] | None = None, max_seconds: float | None = None) -> int:
+    """Send records at ``rate`` per second (None = as fast as possible). Records send times by tx_id.
+
+    Pacing is by a schedule (record i is due at ``start + i/rate``), so a slow moment is caught up instead of
+    lowering the rate silently.
+    """
+    start = time.perf_counter()
+    n = 0
+    pending: list[asyncio.Future[Any]] = []
+    for rec in records:
+        if rate:
+            due = start + n / rate
+            delay = due - time.perf_counter()
+            if delay > 0.0005:
+                await asyncio.sleep(delay)
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            break
+        fut = await producer.send(rec.topic, rec.value, key=rec.key)
+        if sent_at is not None and rec.tx_id is not None:
+            sent_at[rec.tx_id] = time.perf_counter()
+        pending.append(fut)
+        n += 1
+        if len(pending) >= 2000:
+            await asyncio.gather(*pending)
+            pending.clear()
+    if pending:
+        await asyncio.gather(*pending)
+    return n
+
+
+@dataclass
+class DecisionCollector:
+    """Reads a decisions topic (all partitions, no group) and records each tx_id's arrival time."""
+
+    bootstrap: str
+    topic: str
+    from_beginning: bool = False
+    arrived: dict[str, float] = field(default_factory=dict)
+    decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    duplicates: int = 0
+    keep_bodies: bool = False
+    _task: asyncio.Task[None] | None = None
+    _consumer: Any = None
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        """Assign every partition and start reading in the background (returns when positioned)."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
+                             fetch_max_wait_ms=50, max_poll_records=2000)
+        await c.start()
+        parts = c.partitions_for_topic(self.topic)
+        if not parts:
+            await c._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
+            parts = c.partitions_for_topic(self.topic) or set()
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        c.assign(tps)
+        if self.from_beginning:
+            await c.seek_to_beginning(*tps)
+        else:
+            await c.seek_to_end(*tps)
+            for tp in tps:
+                await c.position(tp)
+        self._consumer = c
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        c = self._consumer
+        while True:
+            batches = await c.getmany(timeout_ms=100)
+            now = time.perf_counter()
+            for msgs in batches.values():
+                for m in msgs:
+                    try:
+                        d = orjson.loads(m.value)
+                        tx = d["tx_id"]
+                    except Exception:  # noqa: BLE001, S112 - not ours to judge; the topic is written by agents
+                        continue
+                    if tx in self.arrived:
+                        self.duplicates += 1
+                        continue
+                    self.arrived[tx] = now
+                    if self.keep_bodies:
+                        self.decisions[tx] = d
+
+    async def wait_for(self, tx_ids: Iterable[str], timeout: float) -> bool:
+        """Wait until every tx_id has a decision (or the timeout passes)."""
+        want = set(tx_ids)
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if want.issubset(self.arrived.keys()):
+                return True
+            await asyncio.sleep(0.05)
+        return want.issubset(self.arrived.keys())
+
+    async def stop(self) -> None:
+        """Stop reading."""
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._consumer:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+
+
+async def warm_up(bootstrap: str, auth_topic: str, collector: DecisionCollector, *, probes: int = 64,
+                  timeout: float = 60.0) -> float:
+    """Send probe authorisations (one card per probe, covering every partition) until all are decided.
+
+    Returns seconds waited. Probes carry tx ids ``probe-…`` so summaries can leave them out.
+    """
+    t0 = time.perf_counter()
+    producer = await make_producer(bootstrap)
+    try:
+        ids = []
+        stamp = int(time.time() * 1000)
+        now = datetime.now(UTC)
+        recs = []
+        for i in range(probes):
+            a = Authorisation(tx_id=f"probe-{stamp}-{i}", ts=now, card_id=f"probe-card-{i}", station_id="PROBE",
+                              product=Product.GASOLINE_92, amount_fen=100)
+            ids.append(a.tx_id)
+            recs.append(Outgoing(auth_topic, a.card_id.encode(), a.model_dump_json().encode(), a.tx_id))
+        await produce_at_rate(producer, recs, rate=None)
+    finally:
+        await producer.stop()
+    if not await collector.wait_for(ids, timeout):
+        missing = len(set(ids) - collector.arrived.keys())
+        raise TimeoutError(f"workers did not decide {missing}/{probes} warm-up probes within {timeout:.0f}s")
+    return time.perf_counter() - t0
+
+
+def percentile(values: list[float], q: float) -> float:
+    """q-th percentile (0-100) by nearest rank; 0.0 for no values."""
+    if not values:
+        return 0.0
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))
+    return s[k]
+
+
+async def aiter_list(items: Iterable[Any]) -> AsyncIterator[Any]:  # pragma: no cover - tiny helper
+    """Async iterator over a list."""
+    for x in items:
+        yield x
