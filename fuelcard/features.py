@@ -9,7 +9,8 @@ or, with the state kept by the caller (a Faust table per key)::
 
     card_state, card_part = update_card(card_state, tx, profile, config)
     station_state, station_part = update_station(station_state, tx, card_part, config)
-    ...
+    terminal_state, terminal_part = update_terminal(terminal_state, tx, card_part, config)
+    device_state, device_part = update_device(device_state, tx, config)
     vector = assemble(card_part, station_part, terminal_part, device_part)
 
 Every feature of an event uses only events processed *before* it (then the state is updated with it), and a
@@ -154,7 +155,7 @@ CARD_FEATURES: tuple[str, ...] = (
     "card_amt_1h", "card_amt_24h", "card_amt_7d", "card_amt_30d",
     "card_mean_7d", "card_mean_30d", "card_std_30d", "amount_vs_mean_7d", "amount_vs_mean_30d", "amount_z_30d",
     "card_spend_24h_incl", "card_spend_30d_incl", "secs_since_last", "card_n_total", "card_age_days",
-    "new_station_30d", "card_fraud_known", "hour_local", "weekday_local",
+    "new_station_30d", "card_fraud_known", "hour_local", "weekday_local", "amount_round", "card_night_share_30d",
     # optional columns
     "new_device_30d", "product_is_fuel", "new_product_30d", "litres", "litres_vs_mean_30d",
     "dist_prev_km", "speed_kmh", "dist_centroid_km",
@@ -163,10 +164,11 @@ CARD_FEATURES: tuple[str, ...] = (
     "product_not_allowed", "region_not_allowed", "geofence_excess_km", "is_fleet", "is_family_sub",
 )
 STATION_FEATURES: tuple[str, ...] = (
-    "st_n_1h", "st_n_24h", "st_newcard_1h", "st_newcard_24h",
+    "st_n_1h", "st_n_24h", "st_newcard_1h", "st_newcard_24h", "st_round_24h",
     "st_fraud_1d", "st_fraud_7d", "st_fraud_30d", "st_labelled_30d", "st_rate_7d", "st_rate_30d",
 )
-TERMINAL_FEATURES: tuple[str, ...] = ("term_n_10m", "term_n_1h", "term_other_cards_1h")
+TERMINAL_FEATURES: tuple[str, ...] = ("term_n_10m", "term_n_1h", "term_other_cards_1h", "term_n_24h",
+                                      "term_newcard_24h", "term_round_24h")
 DEVICE_FEATURES: tuple[str, ...] = ("dev_n_30d", "dev_other_cards_30d")
 FEATURE_NAMES: tuple[str, ...] = CARD_FEATURES + STATION_FEATURES + TERMINAL_FEATURES + DEVICE_FEATURES
 FEATURE_INDEX: dict[str, int] = {n: i for i, n in enumerate(FEATURE_NAMES)}
@@ -182,7 +184,8 @@ FEATURE_REQUIRES: dict[str, frozenset[str]] = {
     "dist_prev_km": frozenset({"lat", "lon"}), "speed_kmh": frozenset({"lat", "lon"}),
     "dist_centroid_km": frozenset({"lat", "lon"}),
     "term_n_10m": frozenset({"terminal_id"}), "term_n_1h": frozenset({"terminal_id"}),
-    "term_other_cards_1h": frozenset({"terminal_id"}),
+    "term_other_cards_1h": frozenset({"terminal_id"}), "term_n_24h": frozenset({"terminal_id"}),
+    "term_newcard_24h": frozenset({"terminal_id"}), "term_round_24h": frozenset({"terminal_id"}),
     "tank_ratio": frozenset({"litres", "tank_capacity_l"}),
     "per_tx_limit_ratio": frozenset({"per_tx_limit_fen"}),
     "daily_limit_ratio": frozenset({"daily_limit_fen"}),
@@ -238,6 +241,7 @@ class CardState:
     lat: list[float] = field(default_factory=list)  # 0.0 where unknown
     lon: list[float] = field(default_factory=list)
     geo_known: list[int] = field(default_factory=list)
+    night: list[int] = field(default_factory=list)  # 1 if the event was at 00:00-04:59 local time
     n_total: int = 0
     first_ts: float = NAN
     pending_fraud: list[float] = field(default_factory=list)  # ts of labelled frauds not yet usable
@@ -248,7 +252,7 @@ class CardState:
         return {
             "v": 1, "ts": self.ts, "amt": self.amt, "station": self.station, "device": self.device,
             "product": self.product, "litres": self.litres, "litres_known": self.litres_known, "lat": self.lat,
-            "lon": self.lon, "geo_known": self.geo_known, "n_total": self.n_total,
+            "lon": self.lon, "geo_known": self.geo_known, "night": self.night, "n_total": self.n_total,
             "first_ts": None if self.first_ts != self.first_ts else self.first_ts,
             "pending_fraud": self.pending_fraud, "known_fraud": self.known_fraud,
         }
@@ -260,7 +264,7 @@ class CardState:
         return cls(
             list(d["ts"]), list(d["amt"]), list(d["station"]), list(d["device"]), list(d["product"]),
             list(d["litres"]), list(d["litres_known"]), list(d["lat"]), list(d["lon"]), list(d["geo_known"]),
-            int(d["n_total"]), NAN if first is None else float(first), list(d["pending_fraud"]),
+            list(d["night"]), int(d["n_total"]), NAN if first is None else float(first), list(d["pending_fraud"]),
             int(d["known_fraud"]),
         )
 
@@ -285,9 +289,6 @@ def record_label(state: CardState, tx_ts: float, is_fraud: int) -> CardState:
     return state
 
 
-_fsum = math.fsum
-
-
 def update_card(
     state: CardState | None, tx: Tx, profile: CardProfile | None = None, config: FeatureConfig = DEFAULT_CONFIG
 ) -> tuple[CardState, list[float]]:
@@ -303,7 +304,7 @@ def update_card(
     if lo30:
         del ts[:lo30], state.amt[:lo30], state.station[:lo30], state.device[:lo30], state.product[:lo30]
         del state.litres[:lo30], state.litres_known[:lo30], state.lat[:lo30], state.lon[:lo30]
-        del state.geo_known[:lo30]
+        del state.geo_known[:lo30], state.night[:lo30]
     n30 = len(ts)
     amt = state.amt
     lo1h = bisect_right(ts, t - HOUR)
@@ -342,8 +343,11 @@ def update_card(
     if state.n_total == 0:
         state.first_ts = t
     local = t + config.tz_offset_hours * HOUR
-    hour = float(int(local % DAY // HOUR))
+    hour_i = int(local % DAY // HOUR)
+    hour = float(hour_i)
     weekday = float(int((local // DAY + 3) % 7))
+    night_share = sum(state.night) / n30 if n30 else NAN
+    amount_round = 2.0 if amount % 10000 == 0 else (1.0 if amount % 1000 == 0 else 0.0)
     # optional columns
     device = tx.device_id
     product = tx.product
@@ -361,7 +365,7 @@ def update_card(
     else:
         lit_f = litres
         nk = sum(state.litres_known)
-        ls = _fsum(state.litres)
+        ls = sum(state.litres)
         lit_vs = litres / (ls / nk) if nk and ls > 0.0 else NAN
     geo = lat is not None and lon is not None
     dist_prev = speed = dist_c = NAN
@@ -371,7 +375,7 @@ def update_card(
             speed = dist_prev / max(since, 60.0) * HOUR
         ng = sum(state.geo_known)
         if ng:
-            dist_c = haversine_km(_fsum(state.lat) / ng, _fsum(state.lon) / ng, lat, lon)  # type: ignore[arg-type]
+            dist_c = haversine_km(sum(state.lat) / ng, sum(state.lon) / ng, lat, lon)  # type: ignore[arg-type]
     # profile (master data)
     tank_ratio = per_tx = daily = monthly = prod_na = region_na = geofence = is_fleet = is_fsub = NAN
     if profile is not None:
@@ -398,7 +402,7 @@ def update_card(
         s1h / 100.0, s24 / 100.0, s7 / 100.0, s30 / 100.0,
         mean7, mean30, std30, vs7, vs30, z30,
         (s24 + amount) / 100.0, (s30 + amount) / 100.0, since, float(state.n_total), (t - state.first_ts) / DAY,
-        new_station, float(state.known_fraud), hour, weekday,
+        new_station, float(state.known_fraud), hour, weekday, amount_round, night_share,
         new_device, is_fuel, new_product, lit_f, lit_vs, dist_prev, speed, dist_c,
         tank_ratio, per_tx, daily, monthly, prod_na, region_na, geofence, is_fleet, is_fsub,
     ]
@@ -422,6 +426,7 @@ def update_card(
         state.lat.append(0.0)
         state.lon.append(0.0)
         state.geo_known.append(0)
+    state.night.append(1 if hour_i < 5 else 0)
     state.n_total += 1
     if tx.is_fraud:
         record_label(state, t, 1)
@@ -433,9 +438,10 @@ def update_card(
 
 @dataclass(slots=True)
 class StationState:
-    """What one station (or terminal) remembers: recent activity and its delayed fraud labels.
+    """What one station, terminal or device remembers: recent activity and delayed fraud labels.
 
-    Activity: times of the last 24 h of transactions with a cumulative count of "new card here" events.
+    Activity: times of recent transactions (24 h for stations and terminals, 30 days for devices) with
+    cumulative counts of "card new here" and "round amount" events, and the cards (terminals, devices).
     Labels: times of labelled transactions with cumulative fraud counts; a label is *usable* at time ``t``
     only if its transaction is at least ``label_delay`` older than ``t`` (the explicit label-delay rule).
     Lists are trimmed lazily; results never depend on the trimming.
@@ -443,19 +449,21 @@ class StationState:
 
     ts: list[float] = field(default_factory=list)
     newcard_cum: list[int] = field(default_factory=list)  # cumulative, inclusive
-    card: list[str] = field(default_factory=list)  # used by terminals only
+    round_cum: list[int] = field(default_factory=list)  # cumulative, inclusive
+    card: list[str] = field(default_factory=list)  # terminals and devices only
     lab_ts: list[float] = field(default_factory=list)
     lab_cum: list[int] = field(default_factory=list)  # cumulative frauds, inclusive
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-compatible dict."""
-        return {"v": 1, "ts": self.ts, "newcard_cum": self.newcard_cum, "card": self.card,
-                "lab_ts": self.lab_ts, "lab_cum": self.lab_cum}
+        return {"v": 1, "ts": self.ts, "newcard_cum": self.newcard_cum, "round_cum": self.round_cum,
+                "card": self.card, "lab_ts": self.lab_ts, "lab_cum": self.lab_cum}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> StationState:
         """Inverse of :meth:`to_dict`."""
-        return cls(list(d["ts"]), list(d["newcard_cum"]), list(d["card"]), list(d["lab_ts"]), list(d["lab_cum"]))
+        return cls(list(d["ts"]), list(d["newcard_cum"]), list(d["round_cum"]), list(d["card"]),
+                   list(d["lab_ts"]), list(d["lab_cum"]))
 
     def to_bytes(self) -> bytes:
         """Compact serialisation for a state store."""
@@ -488,25 +496,32 @@ def _cum_at(cum: list[int], i: int) -> int:
     return cum[i - 1] if i else 0
 
 
+_I_NEW_STATION = CARD_FEATURES.index("new_station_30d")
+_I_ROUND = CARD_FEATURES.index("amount_round")
+
+
 def update_station(
     state: StationState | None, tx: Tx, card_features: list[float], config: FeatureConfig = DEFAULT_CONFIG
 ) -> tuple[StationState, list[float]]:
     """Station features of ``tx`` (aligned with :data:`STATION_FEATURES`) from the station's earlier events
-    and its labels that are at least ``label_delay`` old, then remember ``tx``."""
+    and its labels that are at least ``label_delay`` old, then remember ``tx``.
+
+    ``card_features`` are the card features of the same event (whether the card is new here, round amount).
+    """
     if state is None:
         state = StationState()
     t = tx.ts
     ts = state.ts
     cum = state.newcard_cum
+    rcum = state.round_cum
     lo24 = bisect_right(ts, t - STATION_KEEP)
     if lo24 > 256:  # trim; cumulative counts stay valid because only differences are used
-        del ts[:lo24], cum[:lo24]
+        del ts[:lo24], cum[:lo24], rcum[:lo24]
         lo24 = 0
     n = len(ts)
     lo1h = bisect_right(ts, t - HOUR, lo24)
     c_all = cum[-1] if n else 0
-    new1h = c_all - _cum_at(cum, lo1h)
-    new24 = c_all - _cum_at(cum, lo24)
+    r_all = rcum[-1] if n else 0
     # delayed labels: usable iff tx_ts <= t - delay
     lt, lc = state.lab_ts, state.lab_cum
     cut = t - config.delay_s
@@ -521,41 +536,54 @@ def update_station(
     f_hi = _cum_at(lc, hi)
     fr30 = f_hi - _cum_at(lc, b30)
     fr7 = f_hi - _cum_at(lc, b7)
-    fr1 = f_hi - _cum_at(lc, b1)
     l30 = hi - b30
     l7 = hi - b7
     feats = [
-        float(n - lo1h), float(n - lo24), float(new1h), float(new24),
-        float(fr1), float(fr7), float(fr30), float(l30),
+        float(n - lo1h), float(n - lo24), float(c_all - _cum_at(cum, lo1h)), float(c_all - _cum_at(cum, lo24)),
+        float(r_all - _cum_at(rcum, lo24)),
+        float(f_hi - _cum_at(lc, b1)), float(fr7), float(fr30), float(l30),
         fr7 / l7 if l7 else NAN, fr30 / l30 if l30 else NAN,
     ]
     ts.append(t)
-    cum.append(c_all + (1 if card_features[20] == 1.0 else 0))
+    cum.append(c_all + (1 if card_features[_I_NEW_STATION] == 1.0 else 0))
+    rcum.append(r_all + (1 if card_features[_I_ROUND] == 2.0 else 0))
     if tx.is_fraud is not None:
         record_station_label(state, t, tx.is_fraud)
     return state, feats
 
 
+_NO_TERMINAL = [NAN] * len(TERMINAL_FEATURES)
+_NO_DEVICE = [NAN] * len(DEVICE_FEATURES)
+
+
 def update_terminal(
-    state: StationState | None, tx: Tx, config: FeatureConfig = DEFAULT_CONFIG
+    state: StationState | None, tx: Tx, card_features: list[float], config: FeatureConfig = DEFAULT_CONFIG
 ) -> tuple[StationState, list[float]]:
     """Terminal burst features (aligned with :data:`TERMINAL_FEATURES`): NaN when ``tx`` has no terminal."""
     if tx.terminal_id is None:
-        return (state or StationState()), [NAN, NAN, NAN]
+        return (state or StationState()), list(_NO_TERMINAL)
     if state is None:
         state = StationState()
     t = tx.ts
     ts = state.ts
-    lo = bisect_right(ts, t - HOUR)
-    if lo > 64:
-        del ts[:lo], state.card[:lo]
-        lo = 0
+    cum = state.newcard_cum
+    rcum = state.round_cum
+    lo24 = bisect_right(ts, t - STATION_KEEP)
+    if lo24 > 256:
+        del ts[:lo24], cum[:lo24], rcum[:lo24], state.card[:lo24]
+        lo24 = 0
     n = len(ts)
-    lo10 = bisect_right(ts, t - 600.0, lo)
-    recent = state.card[lo:]
-    feats = [float(n - lo10), float(n - lo), float(len(recent) - recent.count(tx.card_id))]
+    lo1h = bisect_right(ts, t - HOUR, lo24)
+    lo10 = bisect_right(ts, t - 600.0, lo1h)
+    recent = state.card[lo1h:]
+    c_all = cum[-1] if n else 0
+    r_all = rcum[-1] if n else 0
+    feats = [float(n - lo10), float(n - lo1h), float(len(recent) - recent.count(tx.card_id)), float(n - lo24),
+             float(c_all - _cum_at(cum, lo24)), float(r_all - _cum_at(rcum, lo24))]
     ts.append(t)
     state.card.append(tx.card_id)
+    cum.append(c_all + (1 if card_features[_I_NEW_STATION] == 1.0 else 0))
+    rcum.append(r_all + (1 if card_features[_I_ROUND] == 2.0 else 0))
     return state, feats
 
 
@@ -564,7 +592,7 @@ def update_device(
 ) -> tuple[StationState, list[float]]:
     """Shared-device features (aligned with :data:`DEVICE_FEATURES`): NaN when ``tx`` has no device."""
     if tx.device_id is None:
-        return (state or StationState()), [NAN, NAN]
+        return (state or StationState()), list(_NO_DEVICE)
     if state is None:
         state = StationState()
     t = tx.ts
@@ -608,15 +636,15 @@ class FeatureEngine:
         ss, sf = update_station(self.stations.get(tx.station_id), tx, cf, cfg)
         self.stations[tx.station_id] = ss
         if tx.terminal_id is not None:
-            ts_, tf = update_terminal(self.terminals.get(tx.terminal_id), tx, cfg)
+            ts_, tf = update_terminal(self.terminals.get(tx.terminal_id), tx, cf, cfg)
             self.terminals[tx.terminal_id] = ts_
         else:
-            tf = [NAN, NAN, NAN]
+            tf = list(_NO_TERMINAL)
         if tx.device_id is not None:
             ds, df_ = update_device(self.devices.get(tx.device_id), tx, cfg)
             self.devices[tx.device_id] = ds
         else:
-            df_ = [NAN, NAN]
+            df_ = list(_NO_DEVICE)
         return cf + sf + tf + df_
 
     def record_label(self, tx: Tx, is_fraud: int) -> None:
@@ -629,3 +657,386 @@ class FeatureEngine:
 def features_dict(vector: list[float]) -> dict[str, float]:
     """Name every value of a feature vector."""
     return dict(zip(FEATURE_NAMES, vector, strict=True))
+
+
+# ---------------------------------------------------------------- vectorised sibling (training)
+
+PROFILE_COLUMNS = ("card_type", "tank_capacity_l", "per_tx_limit_fen", "daily_limit_fen", "monthly_limit_fen",
+                   "allowed_products", "allowed_regions", "geofence_lat", "geofence_lon", "geofence_radius_km")
+OPTIONAL_COLUMNS = ("terminal_id", "device_id", "product", "litres", "lat", "lon", "region", "is_fraud")
+
+
+def _present(df: Any, col: str) -> bool:
+    return col in df.columns and bool(df[col].notna().any())
+
+
+def _codes(values: Any) -> Any:
+    """Integer codes of a column, -1 where missing."""
+    import pandas as pd
+
+    codes, _ = pd.factorize(values, use_na_sentinel=True)
+    return codes
+
+
+class _Groups:
+    """Rows (in processing order) grouped by a key: positions, ranks and windows, exactly like the replay."""
+
+    def __init__(self, codes: Any, t: Any) -> None:
+        import numpy as np
+
+        self.valid = codes >= 0
+        self.rows = np.flatnonzero(self.valid)  # processing positions with a key
+        c = codes[self.rows]
+        self.order = self.rows[np.argsort(c, kind="stable")]  # grouped by key, then processing order
+        self.gcode = codes[self.order]
+        self.gt = t[self.order]
+        m = len(self.order)
+        self.k = np.full(len(codes), -1, dtype=np.int64)
+        self.k[self.order] = np.arange(m)
+        first = np.ones(m, dtype=bool)
+        first[1:] = self.gcode[1:] != self.gcode[:-1]
+        starts = np.flatnonzero(first)
+        sizes = np.diff(np.append(starts, m))
+        self.gstart = np.repeat(starts, sizes)  # per grouped index
+        self.rank = np.arange(m) - self.gstart  # earlier events of the same key
+
+    def count_le(self, q: Any, weights: Any | None = None, elem_mask: Any | None = None) -> Any:
+        """Per grouped index j: number (or weighted sum) of earlier-processed elements of j's group whose time
+        is <= q[j] (q must be < the element's own time for 'earlier' to hold). ``weights`` and ``elem_mask``
+        are per grouped index."""
+        import numpy as np
+
+        m = len(self.gt)
+        emask = np.ones(m, dtype=bool) if elem_mask is None else elem_mask
+        e_idx = np.flatnonzero(emask)
+        grp = np.concatenate([self.gcode[e_idx], self.gcode])
+        val = np.concatenate([self.gt[e_idx], q])
+        kind = np.concatenate([np.zeros(len(e_idx), np.int8), np.ones(m, np.int8)])
+        w = np.ones(len(e_idx)) if weights is None else np.asarray(weights, dtype=float)[e_idx]
+        ww = np.concatenate([w, np.zeros(m)])
+        order = np.lexsort((kind, val, grp))
+        g_sorted = grp[order]
+        cum = np.cumsum(ww[order])
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = g_sorted[1:] != g_sorted[:-1]
+        starts = np.flatnonzero(first)
+        base = np.repeat(cum[starts] - ww[order][starts], np.diff(np.append(starts, len(order))))
+        within = cum - base
+        out = np.empty(m)
+        is_q = kind[order] == 1
+        out[order[is_q] - len(e_idx)] = within[is_q]
+        return out
+
+    def lo(self, window: float) -> Any:
+        """Per grouped index: first grouped index inside (t - window, t]."""
+        return self.gstart + self.count_le(self.gt - window).astype("int64")
+
+    def prefix(self, values: Any) -> Any:
+        """Exclusive prefix sums of ``values`` (processing order) in grouped order: P[j] = sum before j."""
+        import numpy as np
+
+        v = np.asarray(values)[self.order]
+        out = np.zeros(len(v) + 1, dtype=v.dtype if v.dtype.kind in "iu" else float)
+        np.cumsum(v, out=out[1:])
+        return out
+
+    def scatter(self, out: Any, col: int, values: Any) -> None:
+        """Write per-grouped-index ``values`` into ``out[:, col]`` (processing order)."""
+        out[self.order, col] = values
+
+
+def _haversine_np(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> Any:
+    import numpy as np
+
+    p1 = np.radians(lat1)
+    p2 = np.radians(lat2)
+    a = np.sin((p2 - p1) * 0.5) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) * 0.5) ** 2
+    return 12742.0 * np.arcsin(np.sqrt(np.minimum(1.0, a)))
+
+
+def processing_order(df: Any) -> Any:
+    """The order events are processed in: by ``ts``, ties in file order."""
+    import numpy as np
+
+    return np.argsort(df["ts"].to_numpy(dtype=float), kind="stable")
+
+
+def features_many(df: Any, config: FeatureConfig = DEFAULT_CONFIG) -> Any:
+    """Vectorised features of every row of ``df`` (rows in ``df``'s order, columns :data:`FEATURE_NAMES`).
+
+    ``df`` has ``ts`` (epoch seconds), ``card_id``, ``station_id``, ``amount_fen`` and any of
+    :data:`OPTIONAL_COLUMNS` / :data:`PROFILE_COLUMNS` (``allowed_*`` as ``|``-separated strings). Equal to
+    replaying :class:`FeatureEngine` in :func:`processing_order` (``tests/test_features_parity.py``).
+    """
+    import numpy as np
+
+    n = len(df)
+    F = np.full((n, len(FEATURE_NAMES)), np.nan)
+    if n == 0:
+        return F
+    po = processing_order(df)
+    sub = df.iloc[po].reset_index(drop=True)
+    t = sub["ts"].to_numpy(dtype=float)
+    amount = sub["amount_fen"].to_numpy(dtype=np.int64)
+    col = FEATURE_INDEX
+    delay = config.delay_s
+    label = sub["is_fraud"].to_numpy(dtype=float) if "is_fraud" in sub.columns else np.full(n, np.nan)
+
+    # ---------------- card
+    g = _Groups(_codes(sub["card_id"].astype(str).to_numpy()), t)
+    j = np.arange(len(g.order))
+    gt = g.gt
+    a_g = amount[g.order]
+    A = g.prefix(amount)
+    A2 = g.prefix(amount * amount)
+    lo = {w: g.lo(w) for w in (HOUR, DAY, 7 * DAY, W30)}
+    n30 = j - lo[W30]
+    n7 = j - lo[7 * DAY]
+    s30 = A[j] - A[lo[W30]]
+    s7 = A[j] - A[lo[7 * DAY]]
+    s24 = A[j] - A[lo[DAY]]
+    s1h = A[j] - A[lo[HOUR]]
+    a_y = a_g / 100.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        has30 = n30 > 0
+        mean30 = np.where(has30, s30 / np.maximum(n30, 1) / 100.0, np.nan)
+        var = (A2[j] - A2[lo[W30]]) / np.maximum(n30, 1) / 1e4 - mean30 * mean30
+        std30 = np.where(has30, np.where(var > 0.0, np.sqrt(np.where(var > 0, var, 0.0)), 0.0), np.nan)
+        vs30 = np.where(has30 & (mean30 > 0.0), a_y / mean30, np.nan)
+        z30 = np.where(has30, np.where(std30 > 0.0, (a_y - mean30) / std30, 0.0), np.nan)
+        mean7 = np.where(n7 > 0, s7 / np.maximum(n7, 1) / 100.0, np.nan)
+        vs7 = np.where((n7 > 0) & (mean7 > 0.0), a_y / mean7, np.nan)
+    prev_t = np.where(j > g.gstart, gt[np.maximum(j - 1, 0)], np.nan)
+    since = np.where(has30, gt - prev_t, np.nan)
+    first_t = gt[g.gstart]
+    pair = _Groups(_codes(sub["card_id"].astype(str) + "\x1f" + sub["station_id"].astype(str)), t)
+    pj = np.arange(len(pair.order))
+    p_prev = np.full(n, np.nan)
+    p_prev[pair.order] = np.where(pj > pair.gstart, pair.gt[np.maximum(pj - 1, 0)], np.nan)
+    new_station = np.where(p_prev > t - W30, 0.0, 1.0)  # NaN (no earlier visit) compares False
+    fraud_known = g.count_le(gt - delay, weights=(label == 1.0)[g.order].astype(float),
+                             elem_mask=(label == 1.0)[g.order])
+    local = t + config.tz_offset_hours * HOUR
+    hour_i = (local % DAY // HOUR).astype(np.int64)
+    weekday = ((local // DAY + 3) % 7).astype(np.int64).astype(float)
+    night = (hour_i < 5).astype(np.int64)
+    NI = g.prefix(night)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        night_share = np.where(has30, (NI[j] - NI[lo[W30]]) / np.maximum(n30, 1), np.nan)
+    amount_round = np.where(amount % 10000 == 0, 2.0, np.where(amount % 1000 == 0, 1.0, 0.0))
+    for name, vals in (
+        ("amount", a_y), ("card_n_1h", j - lo[HOUR]), ("card_n_24h", j - lo[DAY]), ("card_n_7d", n7),
+        ("card_n_30d", n30), ("card_amt_1h", s1h / 100.0), ("card_amt_24h", s24 / 100.0),
+        ("card_amt_7d", s7 / 100.0), ("card_amt_30d", s30 / 100.0), ("card_mean_7d", mean7),
+        ("card_mean_30d", mean30), ("card_std_30d", std30), ("amount_vs_mean_7d", vs7),
+        ("amount_vs_mean_30d", vs30), ("amount_z_30d", z30), ("card_spend_24h_incl", (s24 + a_g) / 100.0),
+        ("card_spend_30d_incl", (s30 + a_g) / 100.0), ("secs_since_last", since), ("card_n_total", g.rank),
+        ("card_age_days", (gt - first_t) / DAY), ("card_fraud_known", fraud_known),
+        ("card_night_share_30d", night_share),
+    ):
+        g.scatter(F, col[name], vals)
+    F[:, col["new_station_30d"]] = new_station
+    F[:, col["hour_local"]] = hour_i.astype(float)
+    F[:, col["weekday_local"]] = weekday
+    F[:, col["amount_round"]] = amount_round
+
+    def new_in_card(key_col: str) -> Any:
+        present = sub[key_col].notna().to_numpy()
+        keys = np.where(present, sub["card_id"].astype(str) + "\x1f" + sub[key_col].astype(str), None)
+        pg = _Groups(_codes(keys), t)
+        pj_ = np.arange(len(pg.order))
+        prev = np.full(n, np.nan)
+        prev[pg.order] = np.where(pj_ > pg.gstart, pg.gt[np.maximum(pj_ - 1, 0)], np.nan)
+        return np.where(present, np.where(prev > t - W30, 0.0, 1.0), np.nan)
+
+    if _present(sub, "device_id"):
+        F[:, col["new_device_30d"]] = new_in_card("device_id")
+    product = sub["product"].astype(object).where(sub["product"].notna(), None).to_numpy() \
+        if _present(sub, "product") else None
+    if product is not None:
+        prod_s = np.array([None if p is None else str(p) for p in product], dtype=object)
+        sub = sub.assign(product=prod_s)
+        F[:, col["product_is_fuel"]] = np.array([np.nan if p is None else (1.0 if p in FUELS else 0.0)
+                                                 for p in prod_s])
+        F[:, col["new_product_30d"]] = new_in_card("product")
+    litres = sub["litres"].to_numpy(dtype=float) if _present(sub, "litres") else None
+    if litres is not None:
+        known = ~np.isnan(litres)
+        LS = g.prefix(np.where(known, litres, 0.0))
+        LK = g.prefix(known.astype(np.int64))
+        ls = LS[j] - LS[lo[W30]]
+        nk = LK[j] - LK[lo[W30]]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vs = np.where((nk > 0) & (ls > 0.0), litres[g.order] / (ls / np.maximum(nk, 1)), np.nan)
+        F[:, col["litres"]] = litres
+        g.scatter(F, col["litres_vs_mean_30d"], np.where(known[g.order], vs, np.nan))
+    geo = None
+    if _present(sub, "lat") and _present(sub, "lon"):
+        lat = sub["lat"].to_numpy(dtype=float)
+        lon = sub["lon"].to_numpy(dtype=float)
+        geo = ~np.isnan(lat) & ~np.isnan(lon)
+        glat, glon, ggeo = lat[g.order], lon[g.order], geo[g.order]
+        pm1 = np.maximum(j - 1, 0)
+        prev_geo = (j > g.gstart) & ggeo[pm1]
+        ok = ggeo & has30 & prev_geo
+        d_prev = np.where(ok, _haversine_np(glat[pm1], glon[pm1], glat, glon), np.nan)
+        speed = d_prev / np.maximum(since, 60.0) * HOUR
+        LA = g.prefix(np.where(geo, lat, 0.0))
+        LO = g.prefix(np.where(geo, lon, 0.0))
+        GK = g.prefix(geo.astype(np.int64))
+        ng = GK[j] - GK[lo[W30]]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            clat = (LA[j] - LA[lo[W30]]) / np.maximum(ng, 1)
+            clon = (LO[j] - LO[lo[W30]]) / np.maximum(ng, 1)
+        d_c = np.where(ggeo & has30 & (ng > 0), _haversine_np(clat, clon, glat, glon), np.nan)
+        g.scatter(F, col["dist_prev_km"], d_prev)
+        g.scatter(F, col["speed_kmh"], speed)
+        g.scatter(F, col["dist_centroid_km"], d_c)
+    # ---------------- profile (master data)
+    if any(_present(sub, c) for c in PROFILE_COLUMNS):
+        def num(c: str) -> Any:
+            return sub[c].to_numpy(dtype=float) if _present(sub, c) else np.full(n, np.nan)
+
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cap = num("tank_capacity_l")
+            if litres is not None:
+                F[:, col["tank_ratio"]] = np.where(cap > 0, litres / cap, np.nan)
+            lim = num("per_tx_limit_fen")
+            F[:, col["per_tx_limit_ratio"]] = np.where(lim > 0, amount / lim, np.nan)
+            spend24 = np.empty(n)
+            spend24[g.order] = s24 + a_g
+            spend30 = np.empty(n)
+            spend30[g.order] = s30 + a_g
+            lim = num("daily_limit_fen")
+            F[:, col["daily_limit_ratio"]] = np.where(lim > 0, spend24 / lim, np.nan)
+            lim = num("monthly_limit_fen")
+            F[:, col["monthly_limit_ratio"]] = np.where(lim > 0, spend30 / lim, np.nan)
+        if product is not None and _present(sub, "allowed_products"):
+            F[:, col["product_not_allowed"]] = [
+                np.nan if (al is None or (isinstance(al, float) and al != al) or p is None)
+                else (0.0 if p in _split(al) else 1.0)
+                for p, al in zip(sub["product"], sub["allowed_products"], strict=True)]
+        if _present(sub, "region") and _present(sub, "allowed_regions"):
+            F[:, col["region_not_allowed"]] = [
+                np.nan if (al is None or (isinstance(al, float) and al != al) or r is None
+                           or (isinstance(r, float) and r != r))
+                else (0.0 if str(r) in _split(al) else 1.0)
+                for r, al in zip(sub["region"], sub["allowed_regions"], strict=True)]
+        if geo is not None:
+            flat, flon, rad = num("geofence_lat"), num("geofence_lon"), num("geofence_radius_km")
+            okf = geo & ~np.isnan(flat) & ~np.isnan(flon) & ~np.isnan(rad)
+            F[:, col["geofence_excess_km"]] = np.where(okf, _haversine_np(flat, flon, lat, lon) - rad, np.nan)
+        if _present(sub, "card_type"):
+            ct = sub["card_type"]
+            has = ct.notna().to_numpy()
+            F[:, col["is_fleet"]] = np.where(has, (ct == "fleet").to_numpy(dtype=float), np.nan)
+            F[:, col["is_family_sub"]] = np.where(has, (ct == "family_sub").to_numpy(dtype=float), np.nan)
+    # ---------------- station
+    sg = _Groups(_codes(sub["station_id"].astype(str).to_numpy()), t)
+    sj = np.arange(len(sg.order))
+    s_lo1 = sg.lo(HOUR)
+    s_lo24 = sg.lo(STATION_KEEP)
+    NC = sg.prefix(new_station.astype(np.int64))
+    RC = sg.prefix((amount_round == 2.0).astype(np.int64))
+    labelled = ~np.isnan(label)
+    lab_g = labelled[sg.order]
+    yl = np.where(label == 1.0, 1.0, 0.0)
+    sgt = sg.gt
+    cut = sgt - delay
+    cnt = {w: sg.count_le(cut - w, elem_mask=lab_g) for w in (0.0, DAY, 7 * DAY, W30)}
+    frd = {w: sg.count_le(cut - w, weights=yl[sg.order], elem_mask=lab_g) for w in (0.0, DAY, 7 * DAY, W30)}
+    l30 = cnt[0.0] - cnt[W30]
+    l7 = cnt[0.0] - cnt[7 * DAY]
+    fr7 = frd[0.0] - frd[7 * DAY]
+    fr30 = frd[0.0] - frd[W30]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate7 = np.where(l7 > 0, fr7 / np.maximum(l7, 1), np.nan)
+        rate30 = np.where(l30 > 0, fr30 / np.maximum(l30, 1), np.nan)
+    for name, vals in (
+        ("st_n_1h", sj - s_lo1), ("st_n_24h", sj - s_lo24), ("st_newcard_1h", NC[sj] - NC[s_lo1]),
+        ("st_newcard_24h", NC[sj] - NC[s_lo24]), ("st_round_24h", RC[sj] - RC[s_lo24]),
+        ("st_fraud_1d", frd[0.0] - frd[DAY]), ("st_fraud_7d", fr7), ("st_fraud_30d", fr30),
+        ("st_labelled_30d", l30), ("st_rate_7d", rate7), ("st_rate_30d", rate30),
+    ):
+        sg.scatter(F, col[name], vals)
+    # ---------------- terminal
+    if _present(sub, "terminal_id"):
+        term = sub["terminal_id"]
+        tp = term.notna().to_numpy()
+        tg = _Groups(_codes(np.where(tp, term.astype(str), None)), t)
+        tj = np.arange(len(tg.order))
+        t_lo10, t_lo1, t_lo24 = tg.lo(600.0), tg.lo(HOUR), tg.lo(STATION_KEEP)
+        TNC = tg.prefix(new_station.astype(np.int64))
+        TRC = tg.prefix((amount_round == 2.0).astype(np.int64))
+        pk = np.where(tp, term.astype(str) + "\x1f" + sub["card_id"].astype(str), None)
+        pg = _Groups(_codes(pk), t)
+        same = np.full(n, np.nan)
+        same[pg.order] = np.arange(len(pg.order)) - pg.lo(HOUR)
+        n1 = tj - t_lo1
+        for name, vals in (
+            ("term_n_10m", tj - t_lo10), ("term_n_1h", n1), ("term_other_cards_1h", n1 - same[tg.order]),
+            ("term_n_24h", tj - t_lo24), ("term_newcard_24h", TNC[tj] - TNC[t_lo24]),
+            ("term_round_24h", TRC[tj] - TRC[t_lo24]),
+        ):
+            tg.scatter(F, col[name], vals)
+    # ---------------- device
+    if _present(sub, "device_id"):
+        dev = sub["device_id"]
+        dp = dev.notna().to_numpy()
+        dg = _Groups(_codes(np.where(dp, dev.astype(str), None)), t)
+        dj = np.arange(len(dg.order))
+        dn = dj - dg.lo(DEVICE_KEEP)
+        pk = np.where(dp, dev.astype(str) + "\x1f" + sub["card_id"].astype(str), None)
+        pg = _Groups(_codes(pk), t)
+        same = np.full(n, np.nan)
+        same[pg.order] = np.arange(len(pg.order)) - pg.lo(DEVICE_KEEP)
+        dg.scatter(F, col["dev_n_30d"], dn)
+        dg.scatter(F, col["dev_other_cards_30d"], dn - same[dg.order])
+    out = np.empty_like(F)
+    out[po] = F
+    return out
+
+
+def _split(value: Any) -> frozenset[str]:
+    if isinstance(value, frozenset | set | list | tuple):
+        return frozenset(str(v) for v in value)
+    return frozenset(s for s in str(value).split("|") if s)
+
+
+def profile_from_row(row: Mapping[str, Any]) -> CardProfile | None:
+    """A :class:`CardProfile` from the profile columns of one row (None when it has none)."""
+    vals = {}
+    for c in PROFILE_COLUMNS:
+        v = row.get(c)
+        if v is None or (isinstance(v, float) and v != v):
+            continue
+        vals[c] = v
+    if not vals:
+        return None
+    for c in ("allowed_products", "allowed_regions"):
+        if c in vals:
+            vals[c] = _split(vals[c])
+    for c in ("tank_capacity_l", "geofence_lat", "geofence_lon", "geofence_radius_km"):
+        if c in vals:
+            vals[c] = float(vals[c])
+    for c in ("per_tx_limit_fen", "daily_limit_fen", "monthly_limit_fen"):
+        if c in vals:
+            vals[c] = int(vals[c])
+    if "card_type" in vals:
+        vals["card_type"] = str(vals["card_type"])
+    return CardProfile(**vals)
+
+
+def replay(df: Any, config: FeatureConfig = DEFAULT_CONFIG) -> Any:
+    """Features of every row by replaying :class:`FeatureEngine` event by event (the reference for
+    :func:`features_many`; rows in ``df``'s order)."""
+    import numpy as np
+
+    n = len(df)
+    out = np.full((n, len(FEATURE_NAMES)), np.nan)
+    engine = FeatureEngine(config)
+    records = df.to_dict("records")
+    for i in processing_order(df):
+        r = records[i]
+        out[i] = engine.process(tx_from_mapping(r), profile_from_row(r))
+    return out

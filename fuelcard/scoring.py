@@ -98,12 +98,26 @@ def score_one(
                         for n, v, c in model.explain(features, top_k))
     if degraded and hits:  # explain a rules-only decision by the features its rules tested
         top = _rule_features(hits, features, rules, top_k)
-    return Decision.model_construct(
-        tx_id=tx.tx_id, card_id=tx.card_id, ts=datetime.fromtimestamp(tx.ts, UTC), outcome=_OUTCOMES[rank],
-        score=score, reasons=tuple(reasons), top_features=top, model_version=version,
-        ruleset_version=rules.version, degraded=degraded, latency_ms=None, kind="decision", schema_version=1,
-        event_id=None,
-    )
+    return _new_decision({
+        "schema_version": 1, "event_id": None, "kind": "decision", "tx_id": tx.tx_id, "card_id": tx.card_id,
+        "ts": datetime.fromtimestamp(tx.ts, UTC), "outcome": _OUTCOMES[rank], "score": score,
+        "reasons": tuple(reasons), "top_features": top, "model_version": version,
+        "ruleset_version": rules.version, "degraded": degraded, "latency_ms": None,
+    })
+
+
+_DECISION_FIELDS = frozenset(Decision.model_fields)
+_setattr = object.__setattr__
+
+
+def _new_decision(values: dict) -> Decision:
+    """``Decision.model_construct`` without its per-call field bookkeeping (values are built right above)."""
+    d = Decision.__new__(Decision)
+    _setattr(d, "__dict__", values)
+    _setattr(d, "__pydantic_fields_set__", _DECISION_FIELDS)
+    _setattr(d, "__pydantic_extra__", None)
+    _setattr(d, "__pydantic_private__", None)
+    return d
 
 
 def _rule_features(hits: list, features: list[float], rules: RuleSet, k: int) -> tuple[Contribution, ...]:

@@ -76,8 +76,15 @@ def trees_from_lightgbm(booster: Any) -> list[TreeArrays]:
     return [_tree_from_dump(info["tree_structure"]) for info in booster.dump_model()["tree_info"]]
 
 
+MISSING = -1.0e30  # NaN (feature absent) is replaced by this value for training and inference alike
+
+
 class CompiledForest:
-    """Sum of tree outputs (the raw margin) for one row, via generated Python code.
+    """Sum of tree outputs (the raw margin) for one row, by generated Python code (nested ``if``).
+
+    Feature values are unpacked into locals once (NaN read as :data:`MISSING`, like in training), then each
+    tree is a chain of float comparisons: a few microseconds per row for ~200 small trees, measured faster
+    than any numpy formulation (QuickScorer-style bit vectors cost more in numpy call overhead).
 
     ``columns[k]`` is the position in the caller's row of the model's feature ``k``: the generated code reads
     the caller's full feature vector directly.
@@ -87,27 +94,19 @@ class CompiledForest:
         self.trees = list(trees)
         self.columns = list(columns)
         self.n_features = n_features
-        self._raw, self._contrib = self._generate()
+        self._raw_py, self._contrib = self._generate()
 
     def _generate(self) -> tuple[Any, Any]:
         used = sorted({f for t in self.trees for f in t.feature})
-        nan_zero = {t.feature[i] for t in self.trees for i in range(len(t.feature)) if t.nan_as_zero[i]}
         head = []
         for f in used:
             head.append(f"    f{f} = x[{self.columns[f]}]")
-            if f in nan_zero:
-                head.append(f"    z{f} = 0.0 if f{f} != f{f} else f{f}")
+            head.append(f"    if f{f} != f{f}: f{f} = {MISSING!r}")
         raw = ["def _raw(x):"] + head + ["    s = 0.0"]
         con = ["def _contrib(x, c):"] + head + ["    s = 0.0"]
 
         def cond(t: TreeArrays, i: int) -> str:
-            f = t.feature[i]
-            thr = repr(t.threshold[i])
-            if t.nan_as_zero[i]:
-                return f"z{f} <= {thr}"
-            if t.default_left[i]:
-                return f"not (f{f} > {thr})"
-            return f"f{f} <= {thr}"
+            return f"f{t.feature[i]} <= {t.threshold[i]!r}"
 
         def emit(t: TreeArrays, node: int, depth: int, out: list[str], explain: bool) -> None:
             pad = "    " * depth
@@ -144,7 +143,7 @@ class CompiledForest:
 
     def raw(self, x: Sequence[float]) -> float:
         """Raw margin of one row."""
-        return self._raw(x)
+        return self._raw_py(x)
 
     def contributions(self, x: Sequence[float]) -> tuple[float, list[float]]:
         """Raw margin and per-model-feature contributions (they sum to margin - bias)."""
@@ -153,5 +152,5 @@ class CompiledForest:
 
     def raw_many(self, X: np.ndarray) -> np.ndarray:
         """Raw margins of many rows (rows are full vectors laid out like the hot path's)."""
-        f = self._raw
+        f = self._raw_py
         return np.fromiter((f(row) for row in X.tolist()), dtype=float, count=len(X))

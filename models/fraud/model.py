@@ -49,7 +49,7 @@ class FraudModel:
             raise ValueError(f"unknown features in model: {unknown}")
         self._columns = [FEATURE_INDEX[f] for f in self.features]
         self._forest = CompiledForest(self.trees, self._columns, len(self.features))
-        self._raw = self._forest._raw
+        self._raw = self._forest._raw_py
 
     # ---------------------------------------------------------------- hot path
     def score(self, x: Sequence[float]) -> float:
