@@ -50,9 +50,9 @@ DENSITY_CAP = 8.0
 
 #: Driver name -> formula terms (the coefficient table groups by driver).
 DRIVERS: dict[str, tuple[str, ...]] = {
-    "own_price": ("log_price",),
-    "competitor_gap": ("gap",),
-    "price_x_competition": ("log_price:comp_density", "gap:comp_density"),
+    "own_price": ("price_dev",),
+    "competitor_gap": ("gap_dev",),
+    "price_x_competition": ("price_dev:comp_density", "gap_dev:comp_density"),
     "crude_price": ("log_crude",),
     "market_price_level": ("log_market_price",),
     "weekday": ("C(weekday)",),
@@ -80,6 +80,8 @@ class PricingConfig:
     dense_competitors: int = 4
     monopoly_competitors: int = 1
     min_margin: float = 0.03
+    #: wholesale cost as a share of the retail price when the data carry no cost (typical for China retail)
+    assumed_cost_share: float = 0.87
     #: ceiling as a multiple of the competitors' mean price (where known) -- never far above the market
     max_over_competitors: float = 1.15
     grid_points: int = 61
@@ -99,12 +101,13 @@ class PricingModel:
     formula: str
     params: pd.Series
     cov: pd.DataFrame
-    design_info: Any
+    levels: dict[str, list[str]]
     station_info: pd.DataFrame
     reference: pd.DataFrame
     coef_table: pd.DataFrame
     diagnostics: dict[str, float]
     summary_text: str
+    group_means: pd.DataFrame | None = None
     cutoff: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -115,10 +118,12 @@ class PricingModel:
         Optional drivers that are missing (weather, traffic, competitors, crude) are filled with the
         training reference values, so a frame with only station/product/date/price still scores.
         """
-        from patsy import build_design_matrices
+        import patsy
 
-        f = _fill_optional(frame, self.reference)
-        (x,) = build_design_matrices([self.design_info], f, return_type="dataframe")
+        f = add_group_means(_fill_optional(frame, self.reference), self.group_means)
+        f = _categorical(f, self.levels)
+        rhs = self.formula.split("~", 1)[1]
+        x = patsy.dmatrix(rhs, f, return_type="dataframe", NA_action="raise")
         return np.asarray(x.to_numpy(float) @ self.params.reindex(x.columns).fillna(0.0).to_numpy(float))
 
     def predict_volume(self, frame: pd.DataFrame) -> np.ndarray:
@@ -130,8 +135,10 @@ class PricingModel:
         """Own-price elasticity at a competition density (:func:`competition_density`): d log V / d log p."""
         p = self.params
         cd = np.asarray(comp_density, dtype=float)
-        return (p.get("log_price", 0.0) + p.get("gap", 0.0)
-                + (p.get("log_price:comp_density", 0.0) + p.get("gap:comp_density", 0.0)) * cd)
+        # The gap to competitors only exists where a competitor is within 3 km (density > 0).
+        has = (cd > 0).astype(float)
+        return (p.get("price_dev", 0.0) + p.get("price_dev:comp_density", 0.0) * cd
+                + has * (p.get("gap_dev", 0.0) + p.get("gap_dev:comp_density", 0.0) * cd))
 
     def save(self, path: str | Path) -> Path:
         """Write the model (a file, or ``model.pkl`` inside a directory)."""
@@ -342,15 +349,11 @@ def _fill_optional(frame: pd.DataFrame, reference: pd.DataFrame | None) -> pd.Da
     f = _derive(frame) if "log_price" not in frame else frame.copy()
     ref = reference.iloc[0] if reference is not None and len(reference) else pd.Series(dtype=object)
     for col in ("log_crude", "temp_c", "log_rain", "rush_share", "comp_density", "log_nozzles", "gap",
-                "mean_log_price", "mean_gap", "season_sin", "season_cos", "is_holiday", "log_market_price"):
+                "season_sin", "season_cos", "is_holiday", "log_market_price"):
         if col not in f:
             f[col] = np.nan
         fill = ref.get(col, 0.0)
-        if col == "mean_log_price":
-            f[col] = f[col].fillna(f["log_price"])
-        elif col == "mean_gap":
-            f[col] = f[col].fillna(f["gap"])
-        elif col == "log_market_price":
+        if col == "log_market_price":
             f[col] = f[col].fillna(f["log_price"])
         else:
             f[col] = f[col].fillna(fill if pd.notna(fill) else 0.0)
@@ -359,20 +362,47 @@ def _fill_optional(frame: pd.DataFrame, reference: pd.DataFrame | None) -> pd.Da
     return f
 
 
+def group_means(f: pd.DataFrame) -> pd.DataFrame:
+    """Station × product means of log price and gap over the training window (the Mundlak terms)."""
+    return f.groupby(["station_id", "product"], as_index=False).agg(
+        mean_log_price=("log_price", "mean"), mean_gap=("gap", "mean"))
+
+
 def add_group_means(f: pd.DataFrame, means: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Attach the station × product means of log price and gap (Mundlak terms)."""
+    """Attach the group means and the within deviations ``price_dev``/``gap_dev`` used by the regression.
+
+    Rows of a station × product unseen in training get their own values as means (deviation 0), so
+    price *changes* still move the prediction through the within coefficients.
+    """
     if means is None:
-        means = f.groupby(["station_id", "product"], as_index=False).agg(
-            mean_log_price=("log_price", "mean"), mean_gap=("gap", "mean"))
-    out = f.drop(columns=[c for c in ("mean_log_price", "mean_gap") if c in f]).merge(
-        means, on=["station_id", "product"], how="left")
+        means = group_means(f)
+    out = f.drop(columns=[c for c in ("mean_log_price", "mean_gap") if c in f])
+    out = out.merge(means, on=["station_id", "product"], how="left") if "station_id" in out else out.assign(
+        mean_log_price=np.nan, mean_gap=np.nan)
+    out["mean_log_price"] = out["mean_log_price"].fillna(out["log_price"])
+    out["mean_gap"] = out["mean_gap"].fillna(out["gap"])
+    out["price_dev"] = out["log_price"] - out["mean_log_price"]
+    out["gap_dev"] = out["gap"] - out["mean_gap"]
     return out
 
 
 # ---------------------------------------------------------------------------- fit
-_BASE_COLUMNS = ("log_price", "gap", "comp_density", "log_crude", "log_market_price", "weekday", "is_holiday",
+_BASE_COLUMNS = ("price_dev", "gap_dev", "comp_density", "log_crude", "log_market_price", "weekday", "is_holiday",
                  "rush_share", "season_sin", "season_cos", "temp_c", "log_rain", "station_type", "region", "product",
                  "log_nozzles", "mean_log_price", "mean_gap")
+
+
+_CATEGORICAL = ("weekday", "station_type", "region", "product")
+
+
+def _categorical(f: pd.DataFrame, levels: dict[str, list[str]]) -> pd.DataFrame:
+    """Categorical columns with the training levels (unseen values fall back to the reference level)."""
+    f = f.copy()
+    for c, lv in levels.items():
+        v = f[c].astype(str) if c in f else pd.Series(lv[0], index=f.index)
+        v = v.where(v.isin(lv), lv[0])
+        f[c] = pd.Categorical(v, categories=lv)
+    return f
 
 
 def _formula(f: pd.DataFrame) -> tuple[str, list[str]]:
@@ -397,7 +427,8 @@ def fit(frame: pd.DataFrame, *, config: PricingConfig | None = None, cutoff: Any
 
     The fit is deterministic (``seed`` is accepted for the common model interface and unused).
     """
-    import statsmodels.formula.api as smf
+    import patsy
+    import statsmodels.api as sm
     from statsmodels.stats.stattools import durbin_watson, jarque_bera
 
     cfg = config or PricingConfig()
@@ -405,13 +436,17 @@ def fit(frame: pd.DataFrame, *, config: PricingConfig | None = None, cutoff: Any
     if len(f) < 30:
         raise ValueError(f"pricing needs at least 30 station-product-days with sales, got {len(f)}")
     f["log_litres"] = np.log(f["litres"].astype(float))
-    f = add_group_means(f)
     reference = pd.DataFrame([{c: float(f[c].median()) for c in (
         "log_crude", "temp_c", "log_rain", "rush_share", "comp_density", "log_nozzles", "gap")
         if c in f and f[c].notna().any()}])
     f = _fill_optional(f, reference)
+    means = group_means(f)
+    f = add_group_means(f, means)
     formula, used = _formula(f)
-    res = smf.ols(formula, data=f).fit(cov_type="HC1")
+    levels = {c: sorted(f[c].astype(str).unique().tolist()) for c in _CATEGORICAL}
+    f = _categorical(f, levels)
+    y, x = patsy.dmatrices(formula, f, return_type="dataframe")
+    res = sm.OLS(y, x).fit(cov_type="HC1")
     resid = res.resid.to_numpy()
     jb, jb_p, skew, kurt = jarque_bera(resid)
     exog = res.model.exog
@@ -442,7 +477,7 @@ def fit(frame: pd.DataFrame, *, config: PricingConfig | None = None, cutoff: Any
                            "rush_share", "log_nozzles") if c in f]
     station_info = f.sort_values("date").groupby("station_id", as_index=False)[st_cols[1:]].last()
     model = PricingModel(config=cfg, formula=formula, params=res.params, cov=res.cov_params(),
-                         design_info=res.model.data.design_info, station_info=station_info, reference=reference,
+                         levels=levels, station_info=station_info, reference=reference, group_means=means,
                          coef_table=coef, diagnostics=diag, summary_text=str(res.summary()),
                          cutoff=str(pd.Timestamp(cutoff).date()) if cutoff is not None else None)
     cd = station_info["comp_density"].to_numpy(float) if "comp_density" in station_info else np.zeros(1)
@@ -514,7 +549,7 @@ def recommend(model: PricingModel, state: pd.DataFrame) -> pd.DataFrame:
     s["competitors_3km"] = s["competitors_3km"].fillna(0)
     p0 = pd.to_numeric(s["price_fen"], errors="coerce").to_numpy(float)
     cost = pd.to_numeric(s.get("cost_fen", np.nan), errors="coerce").to_numpy(float)
-    cost = np.where(np.isfinite(cost), cost, p0 * 0.85)
+    cost = np.where(np.isfinite(cost), cost, p0 * cfg.assumed_cost_share)
     comp = pd.to_numeric(s.get("comp_price_fen", np.nan), errors="coerce").to_numpy(float)
     cls = competition_class(s["station_type"], s["competitors_3km"], cfg).to_numpy()
     step = np.array([cfg.limits(c)[0] for c in cls])
@@ -533,15 +568,9 @@ def recommend(model: PricingModel, state: pd.DataFrame) -> pd.DataFrame:
     n, k = cand.shape
     rows = base.loc[base.index.repeat(k)].reset_index(drop=True)
     rows["price_fen"] = cand.ravel()
-    rows = _fill_optional(_derive(rows), model.reference)
-    rows["mean_log_price"] = np.repeat(np.log(np.maximum(p0, 1)), k)
-    rows["mean_gap"] = 0.0
+    rows = _derive(rows.drop(columns=["log_price"], errors="ignore"))
     lv = model.predict_log_volume(rows).reshape(n, k)
-    now = base.copy()
-    now = _fill_optional(_derive(now), model.reference)
-    now["mean_log_price"] = np.log(np.maximum(p0, 1))
-    now["mean_gap"] = 0.0
-    lv0 = model.predict_log_volume(now)
+    lv0 = model.predict_log_volume(_derive(base.drop(columns=["log_price"], errors="ignore")))
     ratio = np.exp(lv - lv0[:, None])
     profit = (cand - cost[:, None]) * ratio
     profit0 = p0 - cost
@@ -613,7 +642,6 @@ def plot_diagnostics(model: PricingModel, frame: pd.DataFrame, path: str | Path)
 
     f = frame[pd.to_numeric(frame["litres"], errors="coerce") > 0]
     f = f.sample(min(len(f), 20_000), random_state=0) if len(f) > 20_000 else f
-    f = add_group_means(f)
     y = np.log(f["litres"].astype(float).to_numpy())
     yhat = model.predict_log_volume(f)
     res = y - yhat
@@ -662,45 +690,63 @@ class TrueResponse:
     """The simulator's true volume response to prices (from ground_truth/truth.json).
 
     Walk-in (non-card) volume is multiplied by ``exp(r)``, card fills are thinned by ``min(1, exp(r - cap))``,
-    where ``r = own_elasticity · ln(p / guide) + gap_coef[station] · ln(p / competitors' mean within 3 km)``
-    and ``guide = cost / wholesale_share``.
+    where ``r = own_elasticity · ln(p / guide) + gap_coef[station] · ln(p / competitors' mean within 3 km)``.
+    The guide price per product and day comes from truth.json when present, else ``cost / wholesale_share``.
     """
 
     own_elasticity: float
     gap_coef: dict[str, float]
     card_cap: float | None = None
     wholesale_share: float = 0.87
+    guide: dict[str, dict[str, float]] = field(default_factory=dict)  # product -> {iso date: fen}
 
     @classmethod
     def from_truth(cls, truth: dict[str, Any], *, stations: pd.DataFrame | None = None,
                    competitors: pd.DataFrame | None = None) -> TrueResponse:
-        """Read the price-response section of truth.json (per-station gap coefficients, or the rule
-        ``-min(base + per_competitor · competitors_3km, max)`` applied to ``stations``)."""
-        pr = truth.get("price_response") or truth.get("pricing") or {}
-        own = float(pr.get("own_elasticity", pr.get("own_price_elasticity", -0.4)))
-        coefs = pr.get("gap_coef_by_station") or pr.get("gap_coef") or {}
-        if not isinstance(coefs, dict):
-            coefs = {}
+        """Read the ``price_response`` section of truth.json (per-station ``gap_coef``, ``own_elasticity``,
+        ``guide_price_fen`` per product and day, ``wholesale_cost_share_of_guide``); the card thinning cap is
+        read from the ``demand.card_fills`` description."""
+        import re
+
+        pr = truth.get("price_response") or {}
+        own = float(pr.get("own_elasticity", -0.4))
+        coefs = pr.get("gap_coef") if isinstance(pr.get("gap_coef"), dict) else {}
         if not coefs and stations is not None:
-            base = float(pr.get("gap_base", 0.4))
-            per = float(pr.get("gap_per_competitor", 0.45))
-            mx = float(pr.get("gap_max", 3.5))
+            nums = [float(x) for x in re.findall(r"[-+]?\d*\.?\d+", str(pr.get("gap_coef_rule", "")))][:3]
+            base, per, mx = (nums + [0.4, 0.45, 3.5][len(nums):])[:3]
             n = pd.to_numeric(stations["competitors_3km"], errors="coerce").fillna(0).to_numpy(float)
             g = np.where(n == 0, 0.0, -np.minimum(base + per * n, mx))
             coefs = dict(zip(stations["station_id"].astype(str), g.tolist(), strict=True))
-        cap = pr.get("card_thin_cap", pr.get("price_thin_cap"))
+        text = str((truth.get("demand") or {}).get("card_fills", ""))
+        m = re.search(r"exp\(price_response\s*-\s*([0-9.]+)\)", text)
+        cap = float(m.group(1)) if m else pr.get("card_thin_cap")
+        guide: dict[str, dict[str, float]] = {}
+        start = (truth.get("config") or {}).get("start")
+        if start and isinstance(pr.get("guide_price_fen"), dict):
+            d0 = pd.Timestamp(start)
+            for prod, vals in pr["guide_price_fen"].items():
+                guide[str(prod)] = {str((d0 + pd.Timedelta(days=i)).date()): float(v) for i, v in enumerate(vals)}
         return cls(own_elasticity=own, gap_coef={str(k): float(v) for k, v in coefs.items()},
                    card_cap=float(cap) if cap is not None else None,
-                   wholesale_share=float(pr.get("wholesale_share", 0.87)))
+                   wholesale_share=float(pr.get("wholesale_cost_share_of_guide", 0.87)), guide=guide)
 
-    def log_effect(self, station_id: Any, price: Any, cost: Any, comp_mean: Any) -> np.ndarray:
+    def guide_price(self, product: Any, day: Any, cost: Any) -> np.ndarray:
+        """Guide price per row: from the truth table when known, else cost / wholesale share."""
+        fallback = np.asarray(cost, dtype=float) / self.wholesale_share
+        if not self.guide:
+            return fallback
+        keys = pd.Series(pd.to_datetime(np.atleast_1d(day))).dt.strftime("%Y-%m-%d").to_numpy()
+        prods = pd.Series(np.atleast_1d(product)).astype(str).to_numpy()
+        vals = np.array([self.guide.get(p, {}).get(k, np.nan) for p, k in zip(prods, keys, strict=True)])
+        return np.where(np.isfinite(vals), vals, fallback)
+
+    def log_effect(self, station_id: Any, price: Any, guide: Any, comp_mean: Any) -> np.ndarray:
         """True log multiplier ``r`` of volume for each row."""
         p = np.asarray(price, dtype=float)
-        guide = np.asarray(cost, dtype=float) / self.wholesale_share
         cm = np.asarray(comp_mean, dtype=float)
         g = pd.Series(np.atleast_1d(station_id)).astype(str).map(self.gap_coef).fillna(0.0).to_numpy(float)
         gap = np.where(np.isfinite(cm), np.log(p / np.where(np.isfinite(cm), cm, 1.0)), 0.0)
-        return self.own_elasticity * np.log(p / guide) + g * gap
+        return self.own_elasticity * np.log(p / np.asarray(guide, dtype=float)) + g * gap
 
 
 @dataclass(frozen=True)
@@ -747,8 +793,9 @@ def evaluate_policy(rec: pd.DataFrame, *, future_prices: pd.DataFrame, future_sa
         comp = d["comp_price_fen"].to_numpy(float)
     else:
         comp = np.full(len(d), np.nan)
-    r_cur = response.log_effect(d["station_id"], p_cur, cost, comp)
-    r_new = response.log_effect(d["station_id"], p_new, cost, comp)
+    guide = response.guide_price(d["product"], d["date"], cost)
+    r_cur = response.log_effect(d["station_id"], p_cur, guide, comp)
+    r_new = response.log_effect(d["station_id"], p_new, guide, comp)
     litres = pd.to_numeric(d["litres"], errors="coerce").fillna(0.0).to_numpy(float)
     card = pd.to_numeric(d.get("card_litres", pd.Series(0.0, index=d.index)), errors="coerce").fillna(0.0)
     card = np.minimum(card.to_numpy(float), litres)

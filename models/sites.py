@@ -48,6 +48,7 @@ from models.common import load_artifact, save_artifact
 KM_PER_DEG_LAT = 110.57
 KM_PER_DEG_LON_EQ = 111.32
 FUEL_PRODUCTS = ("92", "95", "98", "diesel")
+AGG_KM = 0.5
 
 
 @dataclass(frozen=True)
@@ -194,12 +195,33 @@ def _naive_ts(s: pd.Series) -> pd.Series:
     return ts.dt.tz_localize(None)
 
 
+def _aggregate(xy: np.ndarray, w: np.ndarray, res_km: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sum weights of points falling in the same ``res_km`` cell; returns cell centres and weights."""
+    if len(xy) == 0:
+        return np.zeros((0, 2)), np.zeros(0)
+    key = np.floor(xy / res_km).astype(np.int64)
+    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    wsum = np.bincount(inv.ravel(), weights=w, minlength=len(uniq))
+    return (uniq + 0.5) * res_km, wsum
+
+
+def _coverage(centres: np.ndarray, pts: np.ndarray, radius: float) -> Any:
+    """Sparse 0/1 matrix (centres × points): point within ``radius`` of the centre."""
+    from scipy.sparse import csr_matrix
+
+    if len(pts) == 0 or len(centres) == 0:
+        return csr_matrix((len(centres), len(pts)))
+    lists = cKDTree(pts).query_ball_point(centres, r=radius, return_sorted=False)
+    lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+    indptr = np.concatenate([[0], np.cumsum(lens)])
+    indices = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists]) if indptr[-1] else np.zeros(0, int)
+    return csr_matrix((np.ones(len(indices)), indices, indptr), shape=(len(centres), len(pts)))
+
+
 def _weight_within(centres: np.ndarray, pts: np.ndarray, w: np.ndarray, radius: float) -> np.ndarray:
     if len(pts) == 0 or len(centres) == 0:
         return np.zeros(len(centres))
-    tree = cKDTree(pts)
-    lists = tree.query_ball_point(centres, r=radius)
-    return np.array([float(w[idx].sum()) if idx else 0.0 for idx in lists])
+    return np.asarray(_coverage(centres, pts, radius) @ w, dtype=float)
 
 
 def _nearest_km(pts: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -230,6 +252,8 @@ def fit(
     transactions: pd.DataFrame | None = None,
     vehicles: pd.DataFrame | None = None,
     cards: pd.DataFrame | None = None,
+    station_sales: pd.DataFrame | None = None,
+    station_hourly: pd.DataFrame | None = None,
     cutoff: Any | None = None,
     config: SiteConfig | None = None,
 ) -> SiteModel:
@@ -237,8 +261,8 @@ def fit(
 
     Required: ``stations`` (station_id, lat, lon) and ``members`` (home_lat, home_lon; work_lat/work_lon and
     fills_per_week optional). Optional inputs refine the result: ``competitors`` (lat, lon) discount sites
-    that competitors already cover; ``transactions`` (+ ``cards``/``vehicles``) drive the nozzle and
-    product-mix suggestions for existing stations.
+    that competitors already cover; ``transactions`` (+ ``cards``/``vehicles``), ``station_sales`` and
+    ``station_hourly`` drive the nozzle and product-mix suggestions for existing stations.
     """
     cfg = config or SiteConfig()
     st = stations.copy()
@@ -277,10 +301,12 @@ def fit(
         density[kind] = h.T  # rows = y
     density["total"] = density["home"] + density["work"] + density["route"]
 
-    # Refuelling gaps: demand farther than the service radius from any of our stations.
-    d_own = _nearest_km(pxy, sxy)
+    # Refuelling gaps: demand farther than the service radius from any of our stations. Coverage works on
+    # demand aggregated to AGG_KM cells (exact enough at a 3 km radius, and bounded in size).
+    agg_xy, agg_w = _aggregate(pxy, pw, AGG_KM)
+    d_own = _nearest_km(agg_xy, sxy)
     gap = d_own > cfg.serve_radius_km
-    gap_xy, gap_w = pxy[gap], pw[gap]
+    gap_xy, gap_w = agg_xy[gap], agg_w[gap]
     density["gap"] = np.histogram2d(gap_xy[:, 0], gap_xy[:, 1], bins=[edges_x, edges_y], weights=gap_w)[0].T
 
     # Land cost surface from the stations' index.
@@ -297,7 +323,8 @@ def fit(
     cell_xy = np.column_stack([gx.ravel(), gy.ravel()])
     route_flat = density["route"].ravel()
     total_flat = density["total"].ravel()
-    near_any = _weight_within(cell_xy, pxy, pw, cfg.serve_radius_km) > 0
+    d_any, _ = cKDTree(agg_xy).query(cell_xy, k=1, distance_upper_bound=cfg.serve_radius_km)
+    near_any = np.isfinite(d_any)
     cand_xy = cell_xy[near_any]
     route_c = route_flat[near_any]
     total_c = total_flat[near_any]
@@ -334,11 +361,12 @@ def fit(
     baseline = candidates.sort_values("demand_weekly_fills", ascending=False, kind="mergesort").head(cfg.top_k)
     baseline = baseline.assign(rank=np.arange(1, len(baseline) + 1))
 
-    total_w = float(pw.sum())
+    total_w = float(agg_w.sum())
     top_cap = captured_unserved(top[["x_km", "y_km"]].to_numpy(), gap_xy, gap_w, cfg.serve_radius_km)
     base_cap = captured_unserved(baseline[["x_km", "y_km"]].to_numpy(), gap_xy, gap_w, cfg.serve_radius_km)
     suggestions = station_suggestions(stations=st, transactions=transactions, vehicles=vehicles, cards=cards,
-                                      competitors=competitors, config=cfg)
+                                      competitors=competitors, station_sales=station_sales,
+                                      station_hourly=station_hourly, config=cfg)
     metrics = {
         "members": float(len(members)),
         "demand_weekly_fills": total_w,
@@ -375,21 +403,20 @@ def _greedy_cover(cands: pd.DataFrame, penalty: np.ndarray, gap_xy: np.ndarray, 
     if len(feas) == 0 or len(gap_xy) == 0:
         return pd.DataFrame(columns=cols)
     cxy = cands[["x_km", "y_km"]].to_numpy()[feas]
-    cover = cKDTree(gap_xy).query_ball_point(cxy, r=cfg.serve_radius_km)
-    cover = [np.asarray(ix, dtype=int) for ix in cover]
+    cover = _coverage(cxy, gap_xy, cfg.serve_radius_km)
     remaining = gap_w.copy()
     chosen_xy: list[np.ndarray] = []
     rows = []
     pen = penalty[feas]
     blocked = np.zeros(len(feas), dtype=bool)
     for rank in range(1, cfg.top_k + 1):
-        gains = np.array([remaining[ix].sum() if len(ix) else 0.0 for ix in cover])
+        gains = np.asarray(cover @ remaining, dtype=float)
         score = np.where(blocked, -1.0, gains * pen)
         j = int(np.argmax(score))
         if score[j] <= 0:
             break
         captured = float(gains[j])
-        remaining[cover[j]] = 0.0
+        remaining[cover.indices[cover.indptr[j]:cover.indptr[j + 1]]] = 0.0
         chosen_xy.append(cxy[j])
         # New sites also respect the minimum distance between each other.
         blocked |= np.hypot(cxy[:, 0] - cxy[j, 0], cxy[:, 1] - cxy[j, 1]) < cfg.min_distance_km
@@ -403,7 +430,7 @@ def _greedy_cover(cands: pd.DataFrame, penalty: np.ndarray, gap_xy: np.ndarray, 
 def _reasons(row: dict[str, Any], cfg: SiteConfig) -> str:
     parts = [f"captures {row['captured_weekly_fills']:.0f} unserved fills/week within {cfg.serve_radius_km:g} km"]
     if row.get("on_corridor"):
-        parts.append(f"on a commuter corridor ({row['route_weekly_fills']:.0f} route fills/week in the cell)")
+        parts.append(f"on a commuter corridor ({row['route_weekly_fills']:.1f} commute fills/week through the cell)")
     if row.get("near_highway"):
         parts.append("highway access")
     parts.append(f"nearest own station {row['dist_own_km']:.1f} km")
@@ -422,15 +449,19 @@ def station_suggestions(
     vehicles: pd.DataFrame | None = None,
     cards: pd.DataFrame | None = None,
     competitors: pd.DataFrame | None = None,
+    station_sales: pd.DataFrame | None = None,
+    station_hourly: pd.DataFrame | None = None,
     config: SiteConfig | None = None,
 ) -> pd.DataFrame:
-    """Nozzle counts and product mix per existing station from the fills it serves.
+    """Nozzle counts and product mix per existing station from the traffic it serves.
 
-    Nozzles: the busy-hour fills per product (95th percentile of fills per hour) × service minutes /
-    (60 × target utilisation), at least 1 where the product sells. Product mix: litres share per product
-    against the fuel types of the vehicles the station serves; a product whose vehicle share exceeds its
-    sales share by 10 points (under-served) is flagged, as is a grade with no nozzle but demand.
-    Competitor coverage (competitors within 3 km) raises the nozzle need when the station is the busy one.
+    Nozzles: busy-hour litres (95th percentile of the station's hourly litres, all sales; card fills only
+    when ``station_hourly`` is absent) × the product's share of litres ÷ the average fill size of that
+    product gives busy-hour fills per product; × ``service_minutes`` ÷ (60 × ``target_utilisation``) gives
+    the nozzles needed (at least 1 where the product sells; half a nozzle of slack where no competitor
+    within 3 km absorbs queues). Product mix: the fuel needs of the vehicles whose cards fill there (fuel
+    type weighted by tank size) against the litres share per product — a product whose need share exceeds
+    its sales share by 10 points is flagged as under-served.
     """
     cfg = config or SiteConfig()
     base = stations[["station_id"]].copy()
@@ -442,74 +473,91 @@ def station_suggestions(
     if competitors is not None and "station_id" in competitors and "distance_km" in competitors:
         near = competitors[pd.to_numeric(competitors["distance_km"], errors="coerce") <= 3.0]
         counts = near.groupby("station_id").size()
-        base["competitors_3km"] = base["station_id"].map(counts).fillna(base["competitors_3km"]).astype(int)
-    if transactions is None or transactions.empty or "product" not in transactions:
-        base["current_nozzles"] = base[[f"nozzles_{p}" for p in FUEL_PRODUCTS]].sum(axis=1)
-        base["suggested_nozzles"] = base["current_nozzles"]
-        base["nozzle_change"] = 0
-        base["advice"] = "no transactions in the window"
-        return base
-    tx = transactions
-    if "status" in tx:
-        tx = tx[tx["status"].astype(str).isin(["captured", "refunded"]) | tx["status"].isna()]
-    tx = tx[tx["product"].astype(str).isin(FUEL_PRODUCTS)]
-    tx = tx.assign(product=tx["product"].astype(str))
-    ts = pd.to_datetime(tx["ts"], errors="coerce", utc=True)
-    tx = tx.assign(hour=ts.dt.floor("h"))
-    per_hour = tx.groupby(["station_id", "product", "hour"]).size()
-    busy = per_hour.groupby(level=[0, 1]).quantile(0.95).unstack("product").reindex(columns=list(FUEL_PRODUCTS))
-    litres = pd.to_numeric(tx.get("litres", pd.Series(1.0, index=tx.index)), errors="coerce").fillna(0)
-    mix = tx.assign(l=litres).groupby(["station_id", "product"])["l"].sum().unstack("product")
-    mix = mix.reindex(columns=list(FUEL_PRODUCTS)).fillna(0.0)
+        if "competitors_3km" not in stations:
+            base["competitors_3km"] = base["station_id"].map(counts).fillna(0).astype(int)
+    tx = transactions if transactions is not None else pd.DataFrame()
+    if len(tx) and "product" in tx:
+        if "status" in tx:
+            tx = tx[tx["status"].astype(str).isin(["captured", "refunded"]) | tx["status"].isna()]
+        tx = tx[tx["product"].astype(str).isin(FUEL_PRODUCTS)].assign(product=lambda d: d["product"].astype(str))
+    else:
+        tx = pd.DataFrame(columns=["station_id", "product", "ts", "litres", "card_id"])
+    litres_tx = pd.to_numeric(tx.get("litres", pd.Series(np.nan, index=tx.index)), errors="coerce")
+    avg_fill = litres_tx.groupby(tx["product"]).mean().reindex(list(FUEL_PRODUCTS)).fillna(35.0)
+
+    # Busy-hour litres per station.
+    if station_hourly is not None and len(station_hourly):
+        busy_l = pd.to_numeric(station_hourly["litres"], errors="coerce").groupby(
+            station_hourly["station_id"]).quantile(0.95)
+    elif len(tx):
+        hour = pd.to_datetime(tx["ts"], errors="coerce", utc=True).dt.floor("h")
+        busy_l = litres_tx.groupby([tx["station_id"], hour]).sum().groupby(level=0).quantile(0.95)
+    else:
+        busy_l = pd.Series(dtype=float)
+    # Product shares of litres.
+    if station_sales is not None and len(station_sales):
+        ss = station_sales[station_sales["product"].astype(str).isin(FUEL_PRODUCTS)]
+        mix = pd.to_numeric(ss["litres"], errors="coerce").groupby([ss["station_id"], ss["product"].astype(str)]).sum()
+    else:
+        mix = litres_tx.groupby([tx["station_id"], tx["product"]]).sum()
+    mix = mix.unstack().reindex(columns=list(FUEL_PRODUCTS)).fillna(0.0) if len(mix) else pd.DataFrame(
+        columns=list(FUEL_PRODUCTS), dtype=float)
     mix_share = mix.div(mix.sum(axis=1).replace(0, np.nan), axis=0).fillna(0.0)
 
     veh_share = None
-    if vehicles is not None and "fuel_type" in vehicles and cards is not None and "vehicle_id" in cards:
-        cv = cards[["card_id", "vehicle_id"]].dropna().merge(vehicles[["vehicle_id", "fuel_type"]], on="vehicle_id")
-        txv = tx[["station_id", "card_id"]].drop_duplicates().merge(cv[["card_id", "fuel_type"]], on="card_id")
+    if len(tx) and vehicles is not None and "fuel_type" in vehicles and cards is not None and "vehicle_id" in cards:
+        vcols = ["vehicle_id", "fuel_type"] + (["tank_capacity_l"] if "tank_capacity_l" in vehicles else [])
+        cv = cards[["card_id", "vehicle_id"]].dropna().merge(vehicles[vcols], on="vehicle_id")
+        txv = tx[["station_id", "card_id"]].drop_duplicates().merge(cv, on="card_id")
         if len(txv):
-            ft = txv["fuel_type"].astype(str).replace({"gasoline": "92", "petrol": "92", "0#": "diesel"})
-            vs = txv.assign(ft=ft).groupby(["station_id", "ft"]).size().unstack("ft")
+            ft = txv["fuel_type"].astype(str).str.lower().replace({"gasoline": "92", "petrol": "92", "0#": "diesel"})
+            # Litres need of the vehicles served: weighted by tank size (a truck needs more than a car).
+            wt = pd.to_numeric(txv.get("tank_capacity_l", pd.Series(1.0, index=txv.index)), errors="coerce")
+            vs = txv.assign(ft=ft, wt=wt.fillna(wt.median() if wt.notna().any() else 1.0)).groupby(
+                ["station_id", "ft"])["wt"].sum().unstack("ft")
             veh_share = vs.reindex(columns=list(FUEL_PRODUCTS)).fillna(0.0)
             veh_share = veh_share.div(veh_share.sum(axis=1).replace(0, np.nan), axis=0).fillna(0.0)
 
     rows = []
-    for _, s in base.iterrows():
-        sid = s["station_id"]
+    for s in base.itertuples(index=False):
+        sid = s.station_id
         advice: list[str] = []
-        total_now, total_new = 0, 0
-        rec: dict[str, Any] = {}
-        comp = int(s["competitors_3km"])
+        rec: dict[str, Any] = {"station_id": sid}
+        comp = int(s.competitors_3km)
+        busy = float(busy_l.get(sid, 0.0)) if len(busy_l) else 0.0
+        total_now = total_new = 0
         for p in FUEL_PRODUCTS:
-            now = int(s[f"nozzles_{p}"])
-            peak = float(busy.loc[sid, p]) if sid in busy.index and np.isfinite(busy.loc[sid, p]) else 0.0
-            need = peak * cfg.service_minutes / (60.0 * cfg.target_utilisation)
-            # Little competitor cover: nobody else absorbs the queue, keep a spare nozzle on busy products.
+            now = int(getattr(s, f"nozzles_{p}"))
+            share = float(mix_share.loc[sid, p]) if sid in mix_share.index else 0.0
+            fills = busy * share / float(avg_fill[p]) if busy > 0 else 0.0
+            need = fills * cfg.service_minutes / (60.0 * cfg.target_utilisation)
             if comp == 0 and need > 0.5:
-                need += 0.5
-            sug = int(np.ceil(need)) if peak > 0 else (1 if now > 0 else 0)
-            sug = max(sug, 1) if peak > 0 else sug
-            rec[f"busy_hour_fills_{p}"] = peak
+                need += 0.5  # nobody nearby absorbs the queue: keep slack
+            sug = max(int(np.ceil(need)), 1) if share > 0 else 0
+            rec[f"busy_hour_fills_{p}"] = round(fills, 2)
+            rec[f"sales_share_{p}"] = round(share, 4)
+            rec[f"nozzles_{p}"] = now
             rec[f"suggested_nozzles_{p}"] = sug
             total_now += now
             total_new += sug
             if sug > now:
-                advice.append(f"add {sug - now} {p} nozzle(s) (busy hour {peak:.0f} fills)")
+                advice.append(f"add {sug - now} {p} nozzle(s) (busy hour ≈{fills:.0f} fills)")
             elif sug < now - 1:
-                advice.append(f"{now - sug} {p} nozzle(s) idle at the busy hour")
-            sales = float(mix_share.loc[sid, p]) if sid in mix_share.index else 0.0
-            rec[f"sales_share_{p}"] = sales
+                advice.append(f"{now - sug} {p} nozzle(s) spare at the busy hour")
             if veh_share is not None and sid in veh_share.index:
-                vshare = float(veh_share.loc[sid, p])
-                rec[f"vehicle_share_{p}"] = vshare
-                if vshare - sales > 0.10:
-                    advice.append(f"{p}: {vshare:.0%} of vehicles served but {sales:.0%} of litres — stock/promote it")
+                vsh = float(veh_share.loc[sid, p])
+                rec[f"vehicle_share_{p}"] = round(vsh, 4)
+                if vsh - share > 0.10:
+                    advice.append(f"{p}: {vsh:.0%} of member vehicles' fuel need vs {share:.0%} of litres — promote it")
+                if now == 0 and vsh >= 0.15:
+                    advice.append(f"no {p} nozzle but {vsh:.0%} of member vehicles need it — add the product")
         if comp >= 3:
-            advice.append(f"dense competition ({comp} within 3 km): keep full product range")
-        rec.update(station_id=sid, competitors_3km=comp, current_nozzles=total_now, suggested_nozzles=total_new,
-                   nozzle_change=total_new - total_now, advice="; ".join(advice) or "no change")
-        for p in FUEL_PRODUCTS:
-            rec[f"nozzles_{p}"] = int(s[f"nozzles_{p}"])
+            advice.append(f"dense competition ({comp} within 3 km): keep the full product range")
+        elif comp == 0:
+            advice.append("no competitor within 3 km: the station carries its area's demand alone")
+        rec.update(competitors_3km=comp, busy_hour_litres=round(busy, 1), current_nozzles=total_now,
+                   suggested_nozzles=total_new, nozzle_change=total_new - total_now,
+                   advice="; ".join(advice) or "no change")
         rows.append(rec)
     return pd.DataFrame(rows)
 
@@ -521,6 +569,7 @@ def plot_heatmap(model: SiteModel, path: str | Path, *, stations: pd.DataFrame |
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from scipy.ndimage import gaussian_filter
 
     ny, nx = model.shape
     cell = (model.candidates["x_km"].diff().abs().replace(0, np.nan).min()
@@ -531,7 +580,9 @@ def plot_heatmap(model: SiteModel, path: str | Path, *, stations: pd.DataFrame |
     gap_title = f"Refuelling gaps (> {model.config.serve_radius_km:g} km from our stations)"
     for ax, key, title in ((axes[0], "total", "Member demand (homes, workplaces, commutes)"),
                            (axes[1], "gap", gap_title)):
-        im = ax.imshow(np.log1p(model.density[key]), origin="lower", extent=extent, cmap="magma", aspect="equal")
+        # Smoothed for reading (a 1-cell Gaussian); the model itself works on the raw points.
+        img = gaussian_filter(model.density[key], sigma=1.0)
+        im = ax.imshow(np.log1p(img), origin="lower", extent=extent, cmap="magma", aspect="equal")
         fig.colorbar(im, ax=ax, fraction=0.046, label="log(1 + weekly fills per cell)")
         if len(model.station_xy):
             ax.scatter(model.station_xy[:, 0], model.station_xy[:, 1], s=12, c="cyan", marker="s",

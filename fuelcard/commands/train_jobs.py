@@ -343,9 +343,12 @@ def train_sites(ctx: TrainContext) -> TrainResult:
                   since=tx_since)
     cards = ctx.source.read("cards", columns=["card_id", "vehicle_id"])
     vehicles = ctx.source.read("vehicles", columns=["vehicle_id", "fuel_type"])
+    sales = ctx.read("station_sales", since=tx_since)
+    hourly = ctx.read("station_hourly", since=tx_since)
     ctx.progress(f"sites: scoring candidates for {len(members):,} members")
     model = sites.fit(stations=stations, members=members, competitors=competitors, transactions=tx,
-                      vehicles=vehicles, cards=cards, cutoff=ctx.as_of, config=cfg)
+                      vehicles=vehicles, cards=cards, station_sales=sales, station_hourly=hourly,
+                      cutoff=ctx.as_of, config=cfg)
     sample = pd.concat([model.top[["lat", "lon"]], model.baseline[["lat", "lon"]],
                         model.candidates[["lat", "lon"]].head(20)], ignore_index=True)
 
