@@ -66,6 +66,7 @@ def simulate(config: SimConfig | None = None, *, progress: bool = False) -> dict
                                            cfg.fraud_rates, len(fills) + len(shop))
     tx = TxArrays.concat([fills, shop, new_fraud])
     step("fraud")
+    ops.rebalance_walkin(net, tx, cfg.days, cfg.start)
     sales, total, walkin = ops.station_sales(_rng(cfg.seed, 8), net, mk, tx, cfg.start)
     hourly = ops.station_hourly(_rng(cfg.seed, 9), net, mk, tx, walkin, cfg.start)
     readings, leaks, _ = ops.tank_readings(_rng(cfg.seed, 10), net, mk, total, cfg.start)

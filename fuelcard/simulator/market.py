@@ -20,10 +20,10 @@ TEMP_COEF = 0.003  # per degree C above 15
 RAIN_COEF = -0.004  # per mm of rain, capped at RAIN_CAP_MM
 RAIN_CAP_MM = 30.0
 OWN_ELASTICITY = -0.4  # on ln(own price / regulated guide price)
-GAP_BASE, GAP_PER_COMPETITOR, GAP_MAX = 0.4, 0.45, 3.5  # gap coef = -min(base + per*competitors_3km, max)
+GAP_BASE, GAP_PER_COMPETITOR, GAP_MAX = 0.4, 0.4, 3.0  # gap coef = -min(base + per*competitors_3km, max)
 WALKIN_NOISE_SD = 0.045  # multiplicative lognormal noise of daily walk-in volume
-PRICE_EXPERIMENT_SD = 0.012  # daily own-price experimentation noise (relative)
-COMP_DAILY_SD = 0.008
+PRICE_EXPERIMENT_SD = 0.010  # daily own-price experimentation noise (relative)
+COMP_DAILY_SD = 0.006
 GUIDE_BASE_FEN = {"92": 720, "95": 770, "98": 860, "diesel": 690}
 GUIDE_CRUDE_EXPONENT = 0.4
 GUIDE_ADJUST_EVERY_DAYS = 14

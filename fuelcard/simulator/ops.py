@@ -27,6 +27,30 @@ def card_volume(tx: TxArrays, n_st: int, days: int, start: date) -> tuple[np.nda
     return litres, count, day
 
 
+WALKIN_MIN_MULTIPLE = 8.0  # walk-in base >= this multiple of the mean daily card litres (forecastable totals)
+CARD_MAX_CV_SHARE = 0.035  # ... and card-volume noise (sd) at most 3.5% of the series' total
+
+
+def rebalance_walkin(net: Network, tx: TxArrays, days: int, start: date) -> None:
+    """Raise the walk-in base where card fills (notably fleet trucks) would dominate a series, and resize tanks.
+
+    Card volume is lumpy (a few 300 L truck fills); keeping it a minority share keeps daily totals forecastable.
+    Mutates ``net.base_litres`` and ``net.tanks['capacity_l']`` in place.
+    """
+    card_l, card_n, _ = card_volume(tx, len(net.stations), days, start)
+    card_mean = card_l.mean(axis=2)
+    fill = card_l.sum(axis=2) / np.maximum(card_n.sum(axis=2), 1)
+    card_sd = np.sqrt(card_mean * fill)  # Poisson count of fills of about `fill` litres
+    floor = np.maximum(WALKIN_MIN_MULTIPLE * card_mean, card_sd / CARD_MAX_CV_SHARE - card_mean)
+    old_total = net.base_litres + card_mean
+    net.base_litres[:] = np.where(net.has_product, np.maximum(net.base_litres, floor), 0.0)
+    new_total = net.base_litres + card_mean
+    s_idx, p_idx = np.nonzero(net.has_product)
+    ratio = new_total[s_idx, p_idx] / np.maximum(old_total[s_idx, p_idx], 1.0)
+    cap = net.tanks["capacity_l"].to_numpy() * np.maximum(ratio, 1.0)
+    net.tanks["capacity_l"] = np.clip(np.round(cap / 5000) * 5000, 10_000, 200_000).astype(float)
+
+
 def station_sales(rng: np.random.Generator, net: Network, mk: Market, tx: TxArrays, start: date
                   ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """station_sales frame plus total litres [station, fuel, day] and walk-in litres."""
