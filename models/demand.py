@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from statistics import NormalDist
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -164,6 +164,10 @@ def holiday_features(dates: pd.DatetimeIndex) -> pd.DataFrame:
     ``hol_after`` (the first working day after one)."""
     import chinese_calendar as cc
 
+    target = pd.DatetimeIndex(dates).normalize()
+    if len(target) == 0:
+        return pd.DataFrame(columns=["hol_spring", "hol_other", "hol_workday", "hol_eve", "hol_after"])
+    dates = pd.date_range(target.min() - pd.Timedelta(days=1), target.max() + pd.Timedelta(days=1), freq="D")
     n = len(dates)
     spring, other, makeup, off = (np.zeros(n) for _ in range(4))
     for i, ts in enumerate(dates):
@@ -186,8 +190,9 @@ def holiday_features(dates: pd.DatetimeIndex) -> pd.DataFrame:
     prv = np.r_[0.0, stat[:-1]]
     eve = ((nxt > 0) & (stat == 0)).astype(float)
     after = ((prv > 0) & (stat == 0)).astype(float)
-    return pd.DataFrame({"hol_spring": spring, "hol_other": other, "hol_workday": makeup, "hol_eve": eve,
+    full = pd.DataFrame({"hol_spring": spring, "hol_other": other, "hol_workday": makeup, "hol_eve": eve,
                          "hol_after": after}, index=dates)
+    return full.reindex(target).set_axis(pd.DatetimeIndex(target))
 
 
 _HOLIDAY_TABLE: pd.DataFrame | None = None
@@ -773,7 +778,7 @@ def replenishment_plan(
     share = t["capacity_l"] / t.groupby(["station_id", "product"])["capacity_l"].transform("sum")
     lv = levels.set_index(levels["tank_id"].astype(str))["level_l"]
     rows = []
-    groups = dict(f.groupby(["station_id", "product"]))
+    groups = dict(list(f.groupby(["station_id", "product"])))
     for (_, tank), sh in zip(t.iterrows(), share, strict=True):
         g = groups.get((tank["station_id"], tank["product"]))
         lead = max(1, int(tank.get("lead_time_days", 1) or 1))

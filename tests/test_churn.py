@@ -97,7 +97,8 @@ def test_degenerate_training_data_never_crashes():
     n = 200
     sep = r.integers(0, 2, n)
     df2 = pd.DataFrame({"t": r.exponential(10, n) + 0.1, "e": sep, "x": sep, "noise": r.normal(size=n)})
-    p2 = fit_churn_model(df2, duration_col="t", event_col="e", horizon=5).predict_proba(df2)
+    p2 = fit_churn_model(df2, duration_col="t", event_col="e", horizon=5,
+                         candidates=("cox", "weibull")).predict_proba(df2)
     assert np.all(np.isfinite(p2)) and np.all((p2 >= 0) & (p2 <= 1))
 
 
@@ -124,28 +125,39 @@ def test_segments_and_km_png(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "fuelcard.cli", "churn", "backtest", *args],
-                          capture_output=True, text=True, timeout=300)
+def _cli(*args, capsys=None):
+    """Run the real entry point in-process (imports are already warm); returns (exit code, stderr)."""
+    from fuelcard import cli
+
+    old = sys.argv
+    sys.argv = ["fuelcard", "churn", "backtest", *args]
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        sys.argv = old
+    return code, capsys.readouterr().err if capsys else ""
 
 
-def test_cli_telco_like(tmp_path, telco):
-    train = telco.iloc[:1000]
+def test_cli_telco_like(tmp_path, telco, capsys):
+    train = telco.iloc[:700]
     score = telco.iloc[1000:1200].drop(columns=["tenure", "Churn"])
     train.to_csv(tmp_path / "train.csv", index=False)
     score.to_csv(tmp_path / "score.csv", index=False)
     out = tmp_path / "out.csv"
     r = _cli("--train", str(tmp_path / "train.csv"), "--score", str(tmp_path / "score.csv"),
              "--id-col", "customerID", "--duration-col", "tenure", "--event-col", "Churn", "--horizon", "12",
-             "--out", str(out))
-    assert r.returncode == 0, r.stderr
+             "--out", str(out), capsys=capsys)
+    assert r[0] == 0, r[1]
     res = pd.read_csv(out)
     assert list(res.columns) == ["id", "churn_probability"]
     assert res["id"].tolist() == score["customerID"].tolist()
     assert res["churn_probability"].between(0, 1).all() and res["churn_probability"].notna().all()
 
 
-def test_cli_bad_input_one_line_no_output(tmp_path, telco):
+def test_cli_bad_input_one_line_no_output(tmp_path, telco, capsys):
     telco.iloc[:100].to_csv(tmp_path / "train.csv", index=False)
     (tmp_path / "empty.csv").write_text("")
     out = tmp_path / "out.csv"
@@ -157,7 +169,17 @@ def test_cli_bad_input_one_line_no_output(tmp_path, telco):
         ("train.csv", "missing.csv", []),
     ]:
         args = ["--train", str(tmp_path / train), "--score", str(tmp_path / score), *base, *extra]
-        r = _cli(*args)
-        assert r.returncode == 2, (args, r.stderr)
-        assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error:")
+        code, err = _cli(*args, capsys=capsys)
+        assert code == 2, (args, err)
+        assert err.strip().count("\n") == 0 and err.startswith("error:")
         assert not out.exists()
+
+
+def test_cli_subprocess_one_line_error(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    r = subprocess.run([sys.executable, "-m", "fuelcard.cli", "churn", "backtest", "--train",
+                        str(tmp_path / "empty.csv"), "--score", str(tmp_path / "empty.csv"), "--id-col", "id",
+                        "--duration-col", "t", "--event-col", "e", "--horizon", "3", "--out",
+                        str(tmp_path / "o.csv")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error:") and r.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "o.csv").exists()
