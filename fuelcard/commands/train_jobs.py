@@ -47,7 +47,7 @@ TABLES: dict[str, tuple[str, str | None]] = {
     "competitors": ("dim_competitor", None),
     "transactions": ("fact_transactions", "ts"),
     "recharges": ("fact_recharges", "ts"),
-    "redemptions": ("fact_redemptions", "ts"),
+    "redemptions": ("fact_points_ledger", "ts"),  # rows with kind = 'redeem' (points stored negative)
     "complaints": ("fact_complaints", "ts"),
     "station_sales": ("fact_station_sales", "date"),
     "station_hourly": ("fact_station_hourly", "ts_hour"),
@@ -168,8 +168,12 @@ class WarehouseSource:
         if tcol and before is not None:
             where.append(f"{tcol} < {{before:Date}}")
             params["before"] = before
+        if name == "redemptions":
+            where.append("kind = 'redeem'")
         sql = f"SELECT {', '.join(cols)} FROM {table} FINAL" + (f" WHERE {' AND '.join(where)}" if where else "")
         df = self.wh.query_df(sql, params or None)
+        if name == "redemptions" and "points" in df:
+            df["points"] = df["points"].abs()
         if name == "transactions" and "amount_fen" in df and "amount" not in df:
             df["amount"] = df["amount_fen"] / 100.0
         return df
@@ -392,8 +396,9 @@ def train_churn(ctx: TrainContext) -> TrainResult:
 
     ctx.progress("churn: reading members, transactions, complaints, redemptions")
     since = ctx.as_of - timedelta(days=max(ctx.window_days, 400))
+    # Only attributes known at the cut-off: no `churned` flag or lifetime complaint count (both look ahead).
     members = ctx.source.read("members", columns=["member_id", "tier", "joined", "price_sensitivity",
-                                                  "churned", "churn_date", "complaints", "fills_per_week"])
+                                                  "churn_date"])
     tx = ctx.read("transactions", columns=["tx_id", "ts", "member_id", "station_id", "litres", "amount_fen",
                                            "amount", "status"], since=since)
     if "amount" not in tx and "amount_fen" in tx:
@@ -443,29 +448,79 @@ def _predict_churn(model: Any, frame: pd.DataFrame) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------- demand / fraud
 def train_demand(ctx: TrainContext) -> TrainResult:
-    """Demand forecasts (the demand engineer's API) on station sales before the cut-off."""
-    from models import demand  # noqa: F401 - availability check; wiring follows their public API
+    """30-day demand forecasts per station × product (the demand engineer's ``DemandModel``), with the
+    holdout accuracy of the same procedure, a replenishment plan per tank and leak/loss alerts."""
+    from models import demand
 
-    fn = getattr(demand, "train_station_demand", None)
-    if fn is None:
-        raise JobError("demand: models.demand has no train_station_demand(...) yet")
-    ctx.progress("demand: reading station sales, calendar, weather, tanks")
-    sales = ctx.read("station_sales")
-    out = fn(sales=sales, calendar=ctx.read("calendar"), weather=ctx.read("weather"),
-             tanks=ctx.source.read("tanks"), tank_readings=ctx.read("tank_readings"),
-             as_of=pd.Timestamp(ctx.as_of), seed=ctx.seed)
-    model, metrics = out[0], out[1]
-    flat = {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
-    sample = sales.tail(200).reset_index(drop=True)
+    horizon = int(ctx.options.get("demand_horizon_days", 30))
+    ctx.progress("demand: reading station sales, tanks, tank readings")
+    sales = ctx.read("station_sales", columns=["date", "station_id", "product", "litres"])
+    if sales.empty:
+        raise JobError(f"demand: no station sales before {ctx.as_of}")
+    series = sales.assign(id=sales["station_id"].astype(str) + "|" + sales["product"].astype(str),
+                          date=_naive_utc(sales["date"]).dt.normalize())[["id", "date", "litres"]]
+    limit = ctx.options.get("demand_max_series")
+    if limit:
+        keep = sorted(series["id"].unique())[: int(limit)]
+        series = series[series["id"].isin(keep)]
+    ctx.progress(f"demand: forecasting {series['id'].nunique():,} series × {horizon} days (with backtest)")
+    model = demand.DemandModel.fit(series, date_col="date", value_col="litres", id_col="id", horizon=horizon,
+                                   n_jobs=int(ctx.options.get("n_jobs", 1)), backtest=True)
+    fc = model.forecasts.copy()
+    ids = fc["id"].astype(str).str.split("|", n=1, expand=True)
+    fc["station_id"], fc["product"] = ids[0], ids[1]
+    tanks = ctx.source.read("tanks")
+    readings = ctx.read("tank_readings", since=ctx.as_of - timedelta(days=60))
+    plan = alerts = None
+    if len(tanks) and len(readings):
+        last = readings.sort_values("date").groupby("tank_id").tail(1)
+        levels = pd.DataFrame({"tank_id": last["tank_id"], "level_l": last["closing_l"]})
+        try:
+            plan = demand.replenishment_plan(fc, tanks, levels)
+        except Exception as exc:  # noqa: BLE001 - a planning defect must not lose the forecasts
+            ctx.progress(f"demand: replenishment plan failed: {type(exc).__name__}: {exc}")
+        try:
+            alerts = demand.leak_alerts(readings)
+        except Exception as exc:  # noqa: BLE001
+            ctx.progress(f"demand: leak alerts failed: {type(exc).__name__}: {exc}")
+    metrics = {k: v for k, v in model.metrics.items() if isinstance(v, int | float | str)}
+    metrics["series"] = int(fc["id"].nunique())
+    if plan is not None:
+        metrics["tanks_to_order_now"] = int(plan.get("order_now", pd.Series(dtype=bool)).fillna(False).sum())
+    if alerts is not None:
+        metrics["leak_alerts"] = int(len(alerts))
+    sample = pd.DataFrame({"id": sorted(fc["id"].astype(str).unique())[:20]})
 
     def save(d: Path) -> None:
         model.save(d)
+        fc.to_csv(d / "forecasts.csv", index=False)
+        if plan is not None:
+            plan.to_csv(d / "replenishment_plan.csv", index=False)
+        if alerts is not None:
+            alerts.to_csv(d / "leak_alerts.csv", index=False)
         sample.to_parquet(d / "contract_sample.parquet", index=False)
 
-    return TrainResult(kind="demand", model=model, save=save, metrics=flat, params={"seed": ctx.seed},
-                       features=["weekday", "holiday", "weather", "trend", "season"], sample=sample,
-                       data_window={"start": str(ctx.since), "end": str(ctx.as_of)},
-                       fingerprint_inputs={"rows": len(sales)})
+    return TrainResult(kind="demand", model=model, save=save, metrics=metrics,
+                       params={"horizon_days": horizon, **{k: v for k, v in model.params.items()
+                                                            if isinstance(v, int | float | str | bool)}},
+                       features=["trend", "weekday", "holidays", "season", "level"], sample=sample,
+                       data_window={"start": str(ctx.since), "end": str(ctx.as_of), "rows": len(series)},
+                       fingerprint_inputs={"rows": len(series), "litres": float(series["litres"].sum()),
+                                           "horizon": horizon})
+
+
+def _load_demand(path: Path) -> Any:
+    from models import demand
+
+    return demand.DemandModel.load(path)
+
+
+def _predict_demand(model: Any, frame: pd.DataFrame) -> np.ndarray:
+    """Stored forecasts of the series named in ``frame.id`` (all series when the column is missing)."""
+    fc = model.predict()
+    if "id" in frame and frame["id"].notna().any():
+        fc = fc[fc["id"].astype(str).isin(frame["id"].dropna().astype(str))]
+    return fc["forecast"].to_numpy(float)
 
 
 def train_fraud(ctx: TrainContext) -> TrainResult:
@@ -535,8 +590,8 @@ SPECS: dict[str, ModelSpec] = {
     "pricing": ModelSpec("pricing", train_pricing, _load_pricing, _predict_pricing, (0.0, float("inf")),
                          optional_columns=("temp_c", "log_rain", "rush_share", "log_crude", "comp_price_fen",
                                            "gap", "is_holiday")),
-    "demand": ModelSpec("demand", train_demand, _generic_load("models.demand"), _generic_predict,
-                        (0.0, float("inf")), available=_has("models.demand", "train_station_demand")),
+    "demand": ModelSpec("demand", train_demand, _load_demand, _predict_demand, (0.0, float("inf")),
+                        optional_columns=("id",), available=_has("models.demand", "DemandModel")),
     "sites": ModelSpec("sites", train_sites, _load_sites, _predict_sites, (0.0, 1.0),
                        optional_columns=("lat",)),
     "fraud": ModelSpec("fraud", train_fraud, _generic_load("models.fraud"), _generic_predict, (0.0, 1.0),
