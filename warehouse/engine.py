@@ -283,21 +283,31 @@ class Warehouse(ABC):
         return self.query_df(q.sql, q.params_with_defaults(params))
 
     def table_counts(self, tables: Iterable[str] | None = None) -> dict[str, int]:
-        """Row count of each table (physical rows, before FINAL dedup)."""
-        df = self.query_df(
-            "SELECT name, total_rows FROM system.tables WHERE database = {db:String} "
-            "AND engine NOT IN ('MaterializedView', 'View') ORDER BY name",
+        """Physical row count of each table (before FINAL dedup; from active parts, portable to 18.16)."""
+        names = self.query_df(
+            "SELECT name FROM system.tables WHERE database = {db:String} AND engine LIKE '%MergeTree%' ORDER BY name",
             {"db": self.database},
         )
-        counts = {r.name: int(r.total_rows) if pd.notna(r.total_rows) else 0 for r in df.itertuples()}
+        rows = self.query_df(
+            "SELECT table, sum(rows) AS n FROM system.parts WHERE database = {db:String} AND active GROUP BY table",
+            {"db": self.database},
+        )
+        per = {r.table: int(r.n) for r in rows.itertuples()}
+        counts = {n: per.get(n, 0) for n in names["name"]}
         if tables is not None:
             counts = {t: counts.get(t, 0) for t in tables}
         return counts
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    """A one-line message (server errors put "Code: N." on a line of its own, so keep the next line too)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0]
+    if re.fullmatch(r"Code: \d+\.?", text) and len(lines) > 1:
+        text += " " + lines[1].split(" Stack trace:")[0]
+    return text[:300]
 
 
 _INT_RE = re.compile(r"^U?Int(8|16|32|64)$")
@@ -352,36 +362,93 @@ def _cast_series(s: pd.Series, typ: str) -> pd.Series:
 # ================================================================ chdb (embedded)
 
 
+def _locked_by_other_process(path: Path) -> bool:
+    """True when another process holds ClickHouse's lock on ``<path>/status`` (chdb's one-process rule)."""
+    import fcntl
+
+    status = path / "status"
+    if not status.exists():
+        return False
+    with status.open("a") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return False
+
+
+class _SharedSession:
+    """The process's one chdb session (chdb runs one embedded server per process, for one data path)."""
+
+    lock = threading.Lock()
+    path: Path | None = None
+    session: Any = None
+    refs = 0
+    query_lock = threading.RLock()
+
+    @classmethod
+    def acquire(cls, path: Path) -> Any:
+        from chdb import session as chdb_session
+
+        with cls.lock:
+            resolved = path.resolve()
+            if cls.session is not None and cls.path != resolved:
+                raise WarehouseError(
+                    f"this process already has the embedded warehouse {cls.path} open; chdb runs one data "
+                    f"directory per process (close it first, or use a ClickHouse server)"
+                )
+            if cls.session is None:
+                try:
+                    if _locked_by_other_process(resolved):
+                        raise RuntimeError("Cannot lock file status: held by another process")
+                    cls.session = chdb_session.Session(str(resolved))
+                except Exception as exc:
+                    if "lock" in str(exc).lower():
+                        raise WarehouseLocked(
+                            f"{resolved} is owned by another process (chdb allows one per directory); "
+                            "start `fuelcard warehouse serve` there or connect to its service (docs/WAREHOUSE.md)"
+                        ) from exc
+                    raise WarehouseError(_first_line(exc)) from exc
+                cls.path = resolved
+                cls.session.query("SET session_timezone = 'UTC'")
+            cls.refs += 1
+            return cls.session
+
+    @classmethod
+    def release(cls) -> None:
+        with cls.lock:
+            cls.refs -= 1
+            if cls.refs <= 0 and cls.session is not None:
+                try:
+                    cls.session.close()
+                finally:
+                    cls.session, cls.path, cls.refs = None, None, 0
+
+
 class ChdbWarehouse(Warehouse):
-    """Embedded ClickHouse (chdb) in this process. Thread-safe: one session, calls serialised by a lock."""
+    """Embedded ClickHouse (chdb) in this process. Thread-safe: calls are serialised by a process-wide lock.
+
+    chdb allows one data directory per process (and one process per directory): every ChdbWarehouse of
+    a process shares one session; opening a second directory while one is open is an error.
+    """
 
     engine = "chdb"
     modern = True
 
     def __init__(self, url: str, path: Path, database: str = DEFAULT_DATABASE) -> None:
         super().__init__(url, database)
-        from chdb import session as chdb_session
-
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        try:
-            self._session = chdb_session.Session(str(self.path))
-        except Exception as exc:
-            if "lock" in str(exc).lower():
-                raise WarehouseLocked(
-                    f"{self.path} is owned by another process (chdb allows one per directory); "
-                    "connect to its service instead (see docs/WAREHOUSE.md)"
-                ) from exc
-            raise
+        self._lock = _SharedSession.query_lock
+        self._session = _SharedSession.acquire(self.path)
         self._session.query(f"CREATE DATABASE IF NOT EXISTS {self.database}")
-        self._session.query(f"USE {self.database}")
-        self._session.query("SET session_timezone = 'UTC'")
 
     def _run(self, sql: str, params: Mapping[str, Any] | None, fmt: str) -> Any:
         text, values = bind(sql, params, style="native")
         with self._lock:
             try:
+                self._use()
                 return self._session.query(text, fmt, params=values or None)
             except ParamError:
                 raise
@@ -400,6 +467,7 @@ class ChdbWarehouse(Warehouse):
         frame = df  # noqa: F841 - referenced by name from SQL through chdb's Python() table function
         with self._lock:
             try:
+                self._use()
                 self._session.query(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM Python(frame)")
             except Exception as exc:
                 raise WarehouseError(f"insert into {table}: {_first_line(exc)}") from exc
@@ -413,19 +481,22 @@ class ChdbWarehouse(Warehouse):
         )
         with self._lock:
             try:
+                self._use()
                 res = self._session.query(sql, "DataFrame")
             except Exception as exc:
                 raise WarehouseError(_first_line(exc)) from exc
         return res if isinstance(res, pd.DataFrame) else pd.DataFrame(columns=["key", "max_version"])
 
+    def _use(self) -> None:
+        if self._session is None:
+            raise WarehouseError("warehouse is closed")
+        self._session.query(f"USE {self.database}")
+
     def close(self) -> None:
         with self._lock:
-            sess = getattr(self, "_session", None)
-            if sess is not None:
-                try:
-                    sess.close()
-                finally:
-                    self._session = None
+            if getattr(self, "_session", None) is not None:
+                self._session = None
+                _SharedSession.release()
 
 
 # ================================================================ ClickHouse server (clickhouse-driver)
@@ -535,7 +606,12 @@ def parse_url(url: str) -> dict[str, Any]:
         # chdb:///abs/path -> /abs/path; chdb://rel/path or chdb:rel/path -> relative to the working directory
         rest = url.strip()[len("chdb:") :]
         path = rest[2:] if rest.startswith("//") else rest
-        return {"engine": "chdb", "path": Path(unquote(path or "var/warehouse"))}
+        path, _, query = path.partition("?")
+        out: dict[str, Any] = {"engine": "chdb", "path": Path(unquote(path or "var/warehouse"))}
+        db = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("database")
+        if db:
+            out["database"] = db
+        return out
     if u.scheme in ("clickhouse", "clickhouse+native"):
         return {
             "engine": "clickhouse",
@@ -550,6 +626,19 @@ def parse_url(url: str) -> dict[str, Any]:
     raise WarehouseError(f"unsupported warehouse URL {url!r} (use chdb:///path or clickhouse://host:9000/db)")
 
 
+def resolve_url(url_or_settings: Any = None) -> str:
+    """The warehouse URL named by a string or a Settings object (the settings default means
+    ``<data_dir>/warehouse``, relative to the working directory unless data_dir is absolute)."""
+    if url_or_settings is None:
+        return "chdb://var/warehouse"
+    if isinstance(url_or_settings, str):
+        return url_or_settings
+    url = str(url_or_settings.warehouse_url)
+    if url == DEFAULT_SETTINGS_URL:
+        url = "chdb://" + str(Path(url_or_settings.data_dir) / "warehouse")
+    return url
+
+
 def connect(url_or_settings: Any = None, *, follow_owner: bool = True) -> Warehouse:
     """Open the warehouse named by a URL or a :class:`fuelcard.settings.Settings` (``warehouse_url``).
 
@@ -557,15 +646,7 @@ def connect(url_or_settings: Any = None, *, follow_owner: bool = True) -> Wareho
     address (``<path>/owner.json``, written by ``fuelcard warehouse serve``), returns a client of that
     service instead (``follow_owner``), so any number of processes can share one embedded warehouse.
     """
-    if url_or_settings is None:
-        url = "chdb://var/warehouse"
-    elif isinstance(url_or_settings, str):
-        url = url_or_settings
-    else:
-        url = str(url_or_settings.warehouse_url)
-        if url == DEFAULT_SETTINGS_URL:
-            # The settings default means "the embedded warehouse under data_dir" (var/warehouse by default).
-            url = "chdb://" + str(Path(url_or_settings.data_dir) / "warehouse")
+    url = resolve_url(url_or_settings)
     parts = parse_url(url)
     if parts["engine"] == "chdb":
         path: Path = parts["path"]
@@ -575,7 +656,7 @@ def connect(url_or_settings: Any = None, *, follow_owner: bool = True) -> Wareho
                 from warehouse.service import ServiceWarehouse
 
                 return ServiceWarehouse(owner["url"])
-        return ChdbWarehouse(url, path)
+        return ChdbWarehouse(url, path, parts.get("database", DEFAULT_DATABASE))
     if parts["engine"] == "clickhouse":
         return ServerWarehouse(url, host=parts["host"], port=parts["port"], user=parts["user"],
                                password=parts["password"], database=parts["database"])

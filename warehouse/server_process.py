@@ -50,6 +50,15 @@ def render_config(root: Path, *, tcp_port: int, http_port: int) -> Path:
     return root / "config.xml"
 
 
+def _world_traversable(path: Path) -> bool:
+    """True when every ancestor of ``path`` lets other users through (so the 'clickhouse' user can reach it)."""
+    p = path.resolve()
+    for d in (p, *p.parents):
+        if not d.stat().st_mode & 0o001:
+            return False
+    return True
+
+
 def port_is_free(port: int) -> bool:
     """True when nothing listens on 127.0.0.1:port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -101,8 +110,9 @@ class ClickHouseServer:
         cmd = find_server_binary()
         config = render_config(self.root, tcp_port=self.tcp_port, http_port=self.http_port)
         argv = [*cmd, f"--config-file={config}"]
-        if os.geteuid() == 0 and shutil.which("runuser"):
-            # Run as the unprivileged 'clickhouse' user when it exists (the Debian package creates it).
+        if os.geteuid() == 0 and shutil.which("runuser") and _world_traversable(self.root.parent):
+            # Run as the unprivileged 'clickhouse' user when it exists (the Debian package creates it) and can
+            # reach the directory; otherwise (e.g. under pytest's private 0700 temp dir) run as root.
             try:
                 import pwd
 

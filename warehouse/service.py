@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlparse
 import pandas as pd
 
 from warehouse.engine import (
+    DEFAULT_DATABASE,
     ChdbWarehouse,
     DedupKey,
     UnsupportedOnEngine,
@@ -145,7 +146,8 @@ class OwnedWarehouse:
         self.close()
 
 
-def serve_in_thread(path: str | Path, *, port: int | None = None, migrate: bool = True) -> OwnedWarehouse:
+def serve_in_thread(path: str | Path, *, port: int | None = None, migrate: bool = True,
+                    database: str = DEFAULT_DATABASE) -> OwnedWarehouse:
     """Open the embedded warehouse at ``path`` in this process and serve it to others (background thread).
 
     ``port=None`` picks a free port in 19150-19199 (the warehouse's range on a shared machine); 0 lets the
@@ -156,7 +158,7 @@ def serve_in_thread(path: str | Path, *, port: int | None = None, migrate: bool 
 
         port = pick_port()
     p = Path(path)
-    wh = ChdbWarehouse(f"chdb://{p}", p)
+    wh = ChdbWarehouse(f"chdb://{p}", p, database)
     if migrate:
         wh.migrate()
     server = make_server(wh, port=port)

@@ -77,6 +77,9 @@ CREATE TABLE IF NOT EXISTS dim_member (
     phone_enc String,
     id_number_masked String,
     phone_masked String,
+    region String,
+    opening_points Int64,
+    points_expire_date Nullable(Date),
     updated_at DateTime('UTC') DEFAULT now()
 ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY member_id;
 
@@ -101,6 +104,7 @@ CREATE TABLE IF NOT EXISTS dim_fleet (
     per_tx_limit_fen Int64,
     daily_limit_fen Int64,
     monthly_limit_fen Int64,
+    member_id String,
     updated_at DateTime('UTC') DEFAULT now()
 ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY fleet_id;
 
@@ -216,7 +220,8 @@ CREATE TABLE IF NOT EXISTS fact_prices (
     date Date,
     station_id String,
     product String,
-    price_fen Int64
+    price_fen Int64,
+    cost_fen Int64
 ) ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMM(date)
 ORDER BY (station_id, product, date);
