@@ -29,6 +29,7 @@ HOUR_PROFILE = {
 }
 TRAVEL_SHARE, TRAVEL_SHARE_HOLIDAY = 0.05, 0.25
 SHOP_P, WASH_P = 0.20, 0.07
+PHONE_CHANGE_SHARE = 0.04  # genuine holders who switch to a new phone (new device id) during the period
 PRICE_THIN_CAP = 0.25  # accept a candidate fill with prob min(1, exp(price_response - cap))
 
 
@@ -93,9 +94,12 @@ class Habits:
     cumw: np.ndarray  # (cards, 2) cumulative weights of the first two preferred stations
     app_user: np.ndarray
     fleet_radius: np.ndarray  # possibly widened geofence radius per fleet
+    phone_change_day: np.ndarray  # per card: day from which the holder pays from a new phone (inf = never)
+    new_device: np.ndarray  # per card: device index used after the change
+    n_devices: int  # devices allocated so far (card devices + genuine new phones)
 
 
-def build_habits(rng: np.random.Generator, net: Network, pop: Population) -> Habits:
+def build_habits(rng: np.random.Generator, net: Network, pop: Population, days: int) -> Habits:
     """Preferred stations near home, work and the commute midpoint; fleets near their depot."""
     st = net.stations
     xy = to_xy(st["lat"].to_numpy(), st["lon"].to_numpy())
@@ -123,7 +127,11 @@ def build_habits(rng: np.random.Generator, net: Network, pop: Population) -> Hab
     w[is_fleet] = rng.dirichlet([4.0, 3.0, 3.0], len(f))
     cumw = np.cumsum(w, axis=1)[:, :2]
     app_user = rng.random(C) < 0.7
-    return Habits(pref=pref, cumw=cumw, app_user=app_user, fleet_radius=radius)
+    changes = rng.random(C) < PHONE_CHANGE_SHARE
+    change_day = np.where(changes, rng.uniform(0, 1, C) * max(1, days), np.inf)
+    new_device = np.where(changes, C + np.cumsum(changes) - 1, -1)
+    return Habits(pref=pref, cumw=cumw, app_user=app_user, fleet_radius=radius, phone_change_day=change_day,
+                  new_device=new_device, n_devices=C + int(changes.sum()))
 
 
 def _stocked(net: Network, station: np.ndarray, fuel: np.ndarray) -> np.ndarray:
@@ -210,6 +218,7 @@ def genuine_fills(rng: np.random.Generator, net: Network, mk: Market, pop: Popul
     delay = np.where(not_captured, -1, delay)
 
     device = np.where(hab.app_user[card] & (rng.random(n) < 0.9), card, -1)
+    device = np.where((device >= 0) & (day >= hab.phone_change_day[card]), hab.new_device[card], device)
     term = net.terminal_offset[station] + (rng.random(n) * (net.terminals[station] - 1)).astype(np.int64)
     return TxArrays(card=card, station=station, product=fuel.astype(np.int64), ts_us=ts_us.astype(np.int64),
                     capture_delay_us=delay.astype(np.int64), litres=litres, unit_price=price, amount=amount,

@@ -56,7 +56,7 @@ def simulate(config: SimConfig | None = None, *, progress: bool = False) -> dict
         gap_pct = np.nan_to_num(100 * np.log(mk.own_price[:, 0, :] / mk.comp_mean[:, 0, :]).mean(axis=1))
     gap_fn = people.home_station_gap_fn(geo.to_xy(net.stations["lat"], net.stations["lon"]), gap_pct)
     pop = people.build_population(_rng(cfg.seed, 3), cfg.members, cfg.start, cfg.days, home_gap_pct_fn=gap_fn)
-    hab = activity.build_habits(_rng(cfg.seed, 4), net, pop)
+    hab = activity.build_habits(_rng(cfg.seed, 4), net, pop, cfg.days)
     pop.fleets["geofence_radius_km"] = hab.fleet_radius
     step("members")
     fills = activity.genuine_fills(_rng(cfg.seed, 5), net, mk, pop, hab, cfg.start)

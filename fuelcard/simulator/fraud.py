@@ -77,7 +77,7 @@ def inject(rng: np.random.Generator, net: Network, mk: Market, pop: Population, 
            start, days: int, rates: dict[str, float], n_total_estimate: int) -> tuple[TxArrays, TxArrays, dict]:
     """Return (genuine rows with some mutated into fraud, new fraud rows, realised incidents per scenario)."""
     ctx = _Ctx(rng=rng, net=net, mk=mk, pop=pop, hab=hab, base=base_us(start), days=days,
-               n_devices=len(pop.card_member))
+               n_devices=hab.n_devices)
     g = genuine.take(np.arange(len(genuine)))  # copy
     st = net.stations
     slat, slon = st["lat"].to_numpy(), st["lon"].to_numpy()
