@@ -67,16 +67,26 @@ class StreamCluster:
             self.broker.start()
         _run_coro(ensure_topics(self.bootstrap, all_topic_specs(self.prefix or "", self.app_id or "")))
 
-    def start_workers(self, n: int | None = None) -> None:
-        """Start ``n`` worker processes (they join one consumer group and share the partitions)."""
+    def start_workers(self, n: int | None = None, *, agents: str | None = None, sink: str | None = None,
+                      group_suffix: str = "") -> None:
+        """Start ``n`` worker processes (they join one consumer group and share the partitions).
+
+        Workers running a different set of agents must be in their own group (``group_suffix``): a consumer
+        group hands partitions to members regardless of which agents they run.
+        """
         n = self.workers if n is None else n
+        agents = agents or self.agents
+        sink = sink or self.sink
+        app_id = f"{self.app_id}{group_suffix}"
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for _ in range(n):
             i = len(self.procs)
-            cmd = [sys.executable, "-m", "streams.worker", "--broker", self.url, "--prefix", str(self.prefix),
-                   "--app-id", str(self.app_id), "--agents", self.agents, "--sink", self.sink,
+            prof = os.environ.get("FUELCARD_WORKER_PROFILE")  # a directory: profile workers with cProfile
+            pre = ["-m", "cProfile", "-o", f"{prof}/worker-{i}.prof"] if prof else []
+            cmd = [sys.executable, *pre, "-m", "streams.worker", "--broker", self.url, "--prefix", str(self.prefix),
+                   "--app-id", app_id, "--agents", agents, "--sink", sink,
                    "--take-max", str(self.take_max), "--take-within", str(self.take_within_s),
                    "--loglevel", self.loglevel]
             if self.directory:

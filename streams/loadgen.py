@@ -94,7 +94,7 @@ async def produce_at_rate(producer: Any, records: Iterable[Outgoing], *, rate: f
 
 @dataclass
 class DecisionCollector:
-    """Reads a decisions topic (all partitions, no group) and records each tx_id's arrival time."""
+    """Reads a topic (all partitions, no group); records each id's (default ``tx_id``) first arrival time."""
 
     bootstrap: str
     topic: str
@@ -103,6 +103,7 @@ class DecisionCollector:
     decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
     duplicates: int = 0
     keep_bodies: bool = False
+    id_field: str = "tx_id"
     _task: asyncio.Task[None] | None = None
     _consumer: Any = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -138,7 +139,7 @@ class DecisionCollector:
                 for m in msgs:
                     try:
                         d = orjson.loads(m.value)
-                        tx = d["tx_id"]
+                        tx = d[self.id_field]
                     except Exception:  # noqa: BLE001, S112 - not ours to judge; the topic is written by agents
                         continue
                     if tx in self.arrived:

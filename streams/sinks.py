@@ -85,13 +85,29 @@ def read_jsonl_dir(directory: str | Path) -> dict[str, dict[str, dict[str, Any]]
 
 
 class WarehouseSink:
-    """Adapter to ``warehouse.sink.MicroBatchSink`` (the warehouse engineer's idempotent loader)."""
+    """Writes each micro-batch straight into the warehouse fact tables (idempotent there: ``insert_df`` drops
+    rows whose key and version are already stored). The sink agent calls it after every micro-batch and
+    acknowledges the batch only once it returned, so a crash means a replay, never a loss."""
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    def __init__(self, wh: Any, include: tuple[str, ...] | None = None) -> None:
+        self.wh = wh
+        self.include = include or WAREHOUSE_KINDS
+        self._auths: dict[str, dict[str, Any]] = {}
 
     def write(self, kind: str, rows: list[dict[str, Any]]) -> None:
-        self.inner.write(kind, rows)
+        if kind == "authorisations":
+            for r in rows:  # remember authorisation time/station for later capture/refund/decision rows
+                self._auths[r["tx_id"]] = r
+            if len(self._auths) > 500_000:
+                for k in list(self._auths)[:100_000]:
+                    del self._auths[k]
+        grouped: dict[str, dict[str, dict[str, Any]]] = {kind: {row_id(kind, r): r for r in rows}}
+        if kind != "authorisations":
+            grouped["authorisations"] = self._auths
+        include = tuple(k for k in self.include if k == kind)
+        for table, df in warehouse_frames(grouped, include=include).items():
+            if len(df):
+                self.wh.insert_df(table, df)
 
 
 def make_sink(spec: str | None) -> Sink:
@@ -103,7 +119,66 @@ def make_sink(spec: str | None) -> Sink:
         directory, _, tag = rest.partition("::")
         return JsonlSink(directory, tag=tag)
     if spec.startswith("warehouse:"):
-        from warehouse.sink import MicroBatchSink  # type: ignore[import-not-found]
+        from warehouse import connect
 
-        return WarehouseSink(MicroBatchSink.from_url(spec[len("warehouse:"):]))  # type: ignore[attr-defined]
+        wh = connect(spec[len("warehouse:"):])
+        wh.migrate()
+        return WarehouseSink(wh)
     raise ValueError(f"unknown sink spec {spec!r}")
+
+
+# ---------------------------------------------------------------- rows for the warehouse fact tables
+
+_LEDGER_KIND = {"accrual": "earn", "reversal": "reverse", "redemption": "redeem", "expiry": "expire"}
+WAREHOUSE_KINDS = ("authorisations", "payments", "recharges", "decisions", "points-ledger")
+
+
+def _ts(v: Any) -> Any:
+    import pandas as pd
+
+    return pd.Timestamp(v) if v is not None else None
+
+
+def warehouse_frames(rows: dict[str, dict[str, dict[str, Any]]],
+                     include: tuple[str, ...] = WAREHOUSE_KINDS) -> dict[str, Any]:
+    """Sink rows (kind → id → JSON row) as DataFrames for ``fact_transactions``, ``fact_risk_decisions``,
+    ``fact_points_ledger`` and ``fact_recharges`` (column names of warehouse/migrations)."""
+    import pandas as pd
+
+    from warehouse.sink import decision_row, transaction_row
+
+    auths = rows.get("authorisations", {})
+    by_tx = {r["tx_id"]: r for r in auths.values() if not str(r.get("tx_id", "")).startswith("probe-")}
+    out: dict[str, Any] = {}
+    if "authorisations" in include or "payments" in include:
+        tx_rows = []
+        if "authorisations" in include:
+            for r in by_tx.values():
+                tx_rows.append(transaction_row({**r, "ts": _ts(r["ts"])}))
+        if "payments" in include:
+            for r in rows.get("payments", {}).values():
+                a = by_tx.get(r.get("tx_id"), {})
+                extra = {k: a[k] for k in ("station_id", "product", "terminal_id", "device_id", "region", "lat",
+                                           "lon") if k in a and k not in r}
+                if r.get("kind") in ("cancel", "refund") and "amount_fen" not in r and "amount_fen" in a:
+                    extra["amount_fen"] = a["amount_fen"]
+                row = transaction_row({**r, "ts": _ts(r["ts"])}, authorised_at=_ts(a["ts"]) if a else None,
+                                      **extra)
+                tx_rows.append(row)
+        out["fact_transactions"] = pd.DataFrame.from_records(tx_rows)
+    if "decisions" in include:
+        drows = [decision_row(d, station_id=by_tx.get(d["tx_id"], {}).get("station_id", ""))
+                 for d in rows.get("decisions", {}).values() if not str(d.get("tx_id", "")).startswith("probe-")]
+        out["fact_risk_decisions"] = pd.DataFrame.from_records(drows)
+    if "points-ledger" in include:
+        lrows = [{"entry_id": m["movement_id"], "ts": _ts(m["ts"]), "member_id": m.get("member_id") or "",
+                  "card_id": "", "tx_id": m.get("tx_id") or "", "kind": _LEDGER_KIND[m["kind"]],
+                  "points": int(m["points"]), "note": f"{m.get('account_id', '')} {m.get('reason', '')}".strip()}
+                 for m in rows.get("points-ledger", {}).values() if m.get("kind") in _LEDGER_KIND]
+        out["fact_points_ledger"] = pd.DataFrame.from_records(lrows)
+    if "recharges" in include:
+        rrows = [{"recharge_id": r["recharge_id"], "ts": _ts(r["ts"]), "card_id": r["card_id"],
+                  "amount_fen": int(r["amount_fen"]), "batch_id": r.get("batch_id") or ""}
+                 for r in rows.get("recharges", {}).values()]
+        out["fact_recharges"] = pd.DataFrame.from_records(rrows)
+    return out

@@ -83,7 +83,16 @@ def run(argv: list[str] | None = None) -> None:
     sa = create_app(cfg)
     logging.basicConfig(level=args.loglevel)
     Path(os.environ.get("FUELCARD_WORKER_PIDFILE", os.devnull)).write_text(str(os.getpid()))
-    worker = faust.Worker(sa.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
+    level = getattr(logging, str(args.loglevel).upper(), logging.WARNING)
+
+    class _Worker(faust.Worker):  # type: ignore[misc]
+        def on_setup_root_logger(self, logger: logging.Logger, level_: int) -> None:
+            super().on_setup_root_logger(logger, level_)
+            # aiokafka/faust debug records cost ~0.3 ms per produced message even when nothing prints them.
+            for name in ("aiokafka", "faust", "mode", "kafka"):
+                logging.getLogger(name).setLevel(max(level, logging.INFO))
+
+    worker = _Worker(sa.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
 
 

@@ -1,0 +1,321 @@
+"""Synchronous risk decisions for the transaction path: ``POST /v1/risk/decide`` (Authorisation → Decision).
+
+Design (measured and argued in docs/STREAMING.md): the stream's risk agent is the **only** writer of per-card
+state. The endpoint does not score against a copy of that state; it hands the authorisation to the stream and
+waits for the stream's decision:
+
+1. produce the authorisation to the ``authorisations`` topic, keyed by card (the partition that holds the
+   card's state and every earlier authorisation of the card, in order);
+2. the risk agent decides it with the card's table state (exactly like any streamed authorisation) and
+   publishes the decision;
+3. this process reads the ``decisions`` topic (all partitions, no consumer group) and completes the request.
+
+So no decision can miss an earlier, already-decided transaction of its card, with no second copy of state to
+keep in sync and no split brain between API and stream. If the decision has not arrived within the time budget
+(``score_budget_ms``), or the broker is unreachable, the endpoint answers a **rules-only decision on the
+authorisation alone, marked ``degraded``** — the payment is never failed by the speed layer. The stream still
+decides that authorisation later; its (non-degraded) decision is the one that lands in the decisions topic,
+the review queue and the warehouse.
+
+A retried request with the same ``tx_id`` gets the decision already made (the agent never decides one tx twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+
+from fuelcard.events import Authorisation, Decision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RiskServiceConfig:
+    """Where the stream is and how long the transaction path may wait for it."""
+
+    bootstrap: str
+    prefix: str = "fuelcard"
+    budget_ms: float = 20.0
+    reconnect_every_s: float = 2.0
+    recent_decisions: int = 200_000
+    artifacts_dir: str | None = None
+
+    @property
+    def authorisations_topic(self) -> str:
+        return f"{self.prefix}.authorisations"
+
+    @property
+    def decisions_topic(self) -> str:
+        return f"{self.prefix}.decisions"
+
+
+class RiskService:
+    """Hands authorisations to the stream and waits (within budget) for the stream's decision."""
+
+    def __init__(self, config: RiskServiceConfig, *, engine: Any = None) -> None:
+        from streams.engine import load_engine
+
+        self.config = config
+        self.engine = engine or load_engine(artifacts_dir=config.artifacts_dir)
+        self._pending: dict[str, asyncio.Future[bytes]] = {}
+        self._recent: OrderedDict[str, bytes] = OrderedDict()
+        self._producer: Any = None
+        self._consumer: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._next_try = 0.0
+        self.last_error = ""
+        self.counts = {"stream": 0, "degraded": 0, "cached": 0, "timeout": 0, "unavailable": 0}
+
+    # ------------------------------------------------------------ connection management
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None and self._reader is not None and not self._reader.done()
+
+    async def start(self, *, wait: bool = True) -> None:
+        """Connect to the broker (producer + decisions reader). Never raises: failures mean degraded mode."""
+        if wait:
+            await self._connect()
+        else:
+            self._ensure_connecting()
+
+    def _ensure_connecting(self) -> None:
+        if self.connected or (self._connecting and not self._connecting.done()):
+            return
+        if time.monotonic() < self._next_try:
+            return
+        self._connecting = asyncio.get_running_loop().create_task(self._connect())
+
+    async def _connect(self) -> None:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+        await self._close_clients()
+        self._next_try = time.monotonic() + self.config.reconnect_every_s
+        producer = consumer = None
+        try:
+            producer = AIOKafkaProducer(bootstrap_servers=self.config.bootstrap, linger_ms=0, acks=1,
+                                        request_timeout_ms=5000)
+            await asyncio.wait_for(producer.start(), timeout=5)
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.config.bootstrap, group_id=None,
+                                        enable_auto_commit=False, fetch_max_wait_ms=20, max_poll_records=5000)
+            await asyncio.wait_for(consumer.start(), timeout=5)
+            parts = consumer.partitions_for_topic(self.config.decisions_topic)
+            if not parts:
+                raise RuntimeError(f"topic {self.config.decisions_topic} does not exist")
+            tps = [TopicPartition(self.config.decisions_topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            for tp in tps:
+                await consumer.position(tp)
+        except Exception as exc:  # noqa: BLE001 - unavailable stream side → degraded answers, retry later
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("risk service: stream side unavailable (%s); answering degraded", self.last_error)
+            for c in (consumer, producer):
+                if c is not None:
+                    with contextlib.suppress(Exception):
+                        await c.stop()
+            return
+        self._producer, self._consumer = producer, consumer
+        self._reader = asyncio.get_running_loop().create_task(self._read_decisions())
+        self.last_error = ""
+
+    async def _read_decisions(self) -> None:
+        consumer = self._consumer
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=200)
+                for msgs in batches.values():
+                    for m in msgs:
+                        self._on_decision(m.value)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the reader dies → degraded until reconnected
+            self.last_error = f"decision reader: {type(exc).__name__}: {exc}"[:300]
+            log.warning("risk service: %s", self.last_error)
+
+    def _on_decision(self, raw: bytes) -> None:
+        try:
+            tx_id = orjson.loads(raw)["tx_id"]
+        except Exception:  # noqa: BLE001
+            return
+        recent = self._recent
+        recent[tx_id] = raw
+        if len(recent) > self.config.recent_decisions:
+            recent.popitem(last=False)
+        fut = self._pending.pop(tx_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(raw)
+
+    async def _close_clients(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader
+        for c in (self._consumer, self._producer):
+            if c is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(c.stop(), timeout=5)
+        self._reader = self._consumer = self._producer = None
+
+    async def close(self) -> None:
+        """Disconnect."""
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connecting
+        await self._close_clients()
+
+    # ------------------------------------------------------------ deciding
+    def _degraded(self, auth: Authorisation, why: str, t0: float) -> bytes:
+        self.counts["degraded"] += 1
+        d = self.engine.decide_degraded(auth)
+        body = d.model_dump(mode="json")
+        body["degraded"] = True
+        body["reasons"] = [*body.get("reasons", []), f"DEGRADED_{why.upper()}"]
+        body["latency_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+        return orjson.dumps(body)
+
+    async def decide_raw(self, auth: Authorisation) -> bytes:
+        """The decision as JSON bytes: the stream's, or a degraded one within the budget."""
+        t0 = time.perf_counter()
+        cached = self._recent.get(auth.tx_id)
+        if cached is not None:
+            self.counts["cached"] += 1
+            return cached
+        if not self.connected:
+            self._ensure_connecting()
+            self.counts["unavailable"] += 1
+            return self._degraded(auth, "stream_unavailable", t0)
+        loop = asyncio.get_running_loop()
+        fut = self._pending.get(auth.tx_id)
+        if fut is None:
+            fut = loop.create_future()
+            self._pending[auth.tx_id] = fut
+        budget = self.config.budget_ms / 1000
+        try:
+            await asyncio.wait_for(
+                self._producer.send(self.config.authorisations_topic, auth.model_dump_json().encode(),
+                                    key=auth.card_id.encode()),
+                timeout=budget)
+            remaining = budget - (time.perf_counter() - t0)
+            raw = await asyncio.wait_for(asyncio.shield(fut), timeout=max(0.0, remaining))
+        except TimeoutError:
+            self.counts["timeout"] += 1
+            # Keep the future a while: the stream's decision, when it comes, lands in ``_recent`` anyway.
+            self._pending.pop(auth.tx_id, None)
+            return self._degraded(auth, "stream_timeout", t0)
+        except Exception as exc:  # noqa: BLE001 - broker trouble → degraded, reconnect in the background
+            self._pending.pop(auth.tx_id, None)
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            self.counts["unavailable"] += 1
+            return self._degraded(auth, "stream_unavailable", t0)
+        self.counts["stream"] += 1
+        return raw
+
+    async def decide(self, auth: Authorisation) -> Decision:
+        """The decision as a model."""
+        return Decision.model_validate_json(await self.decide_raw(auth))
+
+    def status(self) -> dict[str, Any]:
+        """Connection state and counters (for ops endpoints and tests)."""
+        return {"connected": self.connected, "last_error": self.last_error, "pending": len(self._pending),
+                **self.counts}
+
+
+def config_from_settings(settings: Any, *, prefix: str | None = None) -> RiskServiceConfig:
+    """Service config from :class:`fuelcard.settings.Settings`."""
+    from streams.broker import bootstrap_servers
+
+    return RiskServiceConfig(bootstrap=bootstrap_servers(settings.kafka_bootstrap),
+                             prefix=prefix or getattr(settings, "stream_prefix", None) or "fuelcard",
+                             budget_ms=float(settings.score_budget_ms),
+                             artifacts_dir=str(settings.artifacts_dir))
+
+
+def create_router(settings: Any = None, *, service: RiskService | None = None, prefix: str | None = None
+                  ) -> APIRouter:
+    """``POST /v1/risk/decide`` and ``GET /v1/risk/status``; the service connects lazily on first use."""
+    if service is None:
+        if settings is None:
+            from fuelcard.settings import load_settings
+
+            settings = load_settings()
+        service = RiskService(config_from_settings(settings, prefix=prefix))
+    svc = service
+    router = APIRouter(prefix="/v1/risk", tags=["risk"])
+    started = {"done": False}
+
+    @router.post("/decide", response_model=Decision, summary="Risk decision for an authorisation",
+                 description="Answers within the time budget: the stream's decision (same per-card state as the "
+                             "stream) or a rules-only decision marked `degraded`.")
+    async def decide(auth: Authorisation, request: Request) -> Response:
+        if not started["done"]:
+            started["done"] = True
+            await svc.start(wait=False)
+        return Response(content=await svc.decide_raw(auth), media_type="application/json")
+
+    @router.get("/status", summary="Connection to the stream and decision counters")
+    async def status() -> dict[str, Any]:
+        return svc.status()
+
+    router.risk_service = svc  # type: ignore[attr-defined]
+    return router
+
+
+def create_app(settings: Any = None, *, service: RiskService | None = None, prefix: str | None = None) -> FastAPI:
+    """A standalone app with only the risk endpoint (benchmarks, tests, a dedicated transaction-path tier)."""
+    router = create_router(settings, service=service, prefix=prefix)
+    svc: RiskService = router.risk_service  # type: ignore[attr-defined]
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await svc.start(wait=True)
+        try:
+            yield
+        finally:
+            await svc.close()
+
+    app = FastAPI(title="fuelcard risk decisions", lifespan=lifespan)
+    app.include_router(router)
+    app.state.risk_service = svc
+    return app
+
+
+def serve_main(argv: list[str] | None = None) -> None:
+    """``python -m serving.risk --port P --bootstrap H:P --prefix X`` (benchmarks and local runs)."""
+    import argparse
+
+    import uvicorn
+
+    from fuelcard.settings import load_settings
+
+    p = argparse.ArgumentParser(prog="serving.risk")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=18010)
+    p.add_argument("--bootstrap", default=None)
+    p.add_argument("--prefix", default="fuelcard")
+    p.add_argument("--budget-ms", type=float, default=None)
+    args = p.parse_args(argv)
+    settings = load_settings()
+    cfg = config_from_settings(settings, prefix=args.prefix)
+    if args.bootstrap or args.budget_ms:
+        cfg = RiskServiceConfig(bootstrap=args.bootstrap or cfg.bootstrap, prefix=cfg.prefix,
+                                budget_ms=args.budget_ms or cfg.budget_ms, artifacts_dir=cfg.artifacts_dir)
+    app = create_app(service=RiskService(cfg))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    serve_main()
