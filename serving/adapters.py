@@ -84,7 +84,7 @@ def connect_warehouse(settings: Settings) -> tuple[WarehouseSql | None, str | No
 
 def _window(sql: WarehouseSql, days: int) -> tuple[date, date]:
     """The last ``days`` days that have data (the simulation may be in the past or the future)."""
-    rows = sql.query("SELECT max(date) AS d FROM rollup_sales_daily")
+    rows = sql.query("SELECT max(date) AS d FROM fact_station_sales")
     last = rows[0]["d"] if rows and rows[0].get("d") is not None else None
     end = pd.Timestamp(last).date() if last is not None and pd.Timestamp(last).year > 1970 else datetime.now(UTC).date()
     return end - timedelta(days=max(days, 1) - 1), end
@@ -104,8 +104,10 @@ class WarehouseAnalytics:
 
     def points_balance(self, member_id: str) -> Row:
         rows = self.sql.query(
-            "SELECT sumIf(points, kind = 'earn') AS issued, -sumIf(points, kind = 'redeem') AS redeemed, "
-            "-sumIf(points, kind = 'expire') AS expired, -sumIf(points, kind = 'reverse') AS reversed, "
+            "SELECT sumIf(points, kind IN ('earn', 'accrual')) AS issued, "
+            "-sumIf(points, kind IN ('redeem', 'redemption')) AS redeemed, "
+            "-sumIf(points, kind IN ('expire', 'expiry')) AS expired, "
+            "-sumIf(points, kind IN ('reverse', 'reversal')) AS reversed, "
             "sum(points) AS balance, count() AS n, max(ts) AS last_ts "
             "FROM fact_points_ledger FINAL WHERE member_id = {member_id:String}", {"member_id": member_id})
         if not rows or int(rows[0]["n"] or 0) == 0:
@@ -149,50 +151,56 @@ class WarehouseAnalytics:
             self._window_cache = (time.monotonic(), days, w)
         return w
 
+    def _named(self, name: str, **params: Any) -> pd.DataFrame:
+        return self.sql.named(name, **params)
+
     def dashboard(self, name: str, params: dict[str, Any]) -> list[Row]:
+        """Dashboard datasets, from the warehouse's named queries over its rollups (plus two dimension reads)."""
         start, end = self.window(int(params.get("days") or 30))
         rng = {"date_from": start.isoformat(), "date_to": end.isoformat()}
-        q = self.sql.query
         if name == "sales_by_station":
-            return self.sql.named("top_stations", **rng, limit=15).to_dict("records")
-        if name == "sales_by_product":
-            return q("SELECT product, sum(captured) AS captured, sum(litres) AS litres, "
-                     "sum(amount_fen) - sum(refund_fen) AS net_fen FROM rollup_sales_daily "
-                     "WHERE date >= {date_from:Date} AND date <= {date_to:Date} GROUP BY product ORDER BY product", rng)
+            return self._named("top_stations", **rng, limit=15).to_dict("records")
+        if name in ("sales_by_product", "sales_by_day"):
+            df = self._named("sales_daily", **rng)
+            if df.empty:
+                return []
+            key = "product" if name == "sales_by_product" else "date"
+            cols = [c for c in ("captured", "litres", "gross_fen", "refund_fen", "net_fen") if c in df]
+            return df.groupby(key, as_index=False)[cols].sum().sort_values(key).to_dict("records")
         if name == "sales_by_hour":
-            rows = self.sql.named("sales_by_hour_of_day", **rng).to_dict("records")
+            rows = self._named("sales_by_hour_of_day", **rng).to_dict("records")
             for r in rows:  # the network lives in UTC+8
                 r["hour_local"] = (int(r["hour_utc"]) + 8) % 24
             return sorted(rows, key=lambda r: r["hour_local"])
-        if name == "sales_by_day":
-            return q("SELECT date, sum(amount_fen) - sum(refund_fen) AS net_fen, sum(litres) AS litres, "
-                     "sum(captured) AS captured FROM rollup_sales_daily "
-                     "WHERE date >= {date_from:Date} AND date <= {date_to:Date} GROUP BY date ORDER BY date", rng)
         if name == "risk_kpis":
-            return q("SELECT outcome, sum(decisions) AS decisions, sum(degraded) AS degraded, "
-                     "sum(score_sum) / sum(decisions) AS mean_score, "
-                     "sum(latency_ms_sum) / sum(decisions) AS mean_latency_ms FROM rollup_risk_daily "
-                     "WHERE date >= {date_from:Date} AND date <= {date_to:Date} GROUP BY outcome ORDER BY outcome", rng)
+            df = self._named("risk_decisions_by_outcome", **rng)
+            if df.empty:
+                return []
+            return df.groupby("outcome", as_index=False)[["decisions", "degraded"]].sum().to_dict("records")
         if name == "risk_daily":
-            return self.sql.named("risk_kpis_daily", **rng).to_dict("records")
+            return self._named("risk_kpis_daily", **rng).to_dict("records")
         if name == "points_flow":
-            return self.sql.named("points_daily", **rng).to_dict("records")
+            return self._named("points_daily", **rng).to_dict("records")
         if name == "stations_map":
-            return q("SELECT s.station_id AS station_id, s.name AS name, s.region AS region, "
-                     "s.station_type AS station_type, s.lat AS lat, s.lon AS lon, r.net_fen AS net_fen "
-                     "FROM (SELECT station_id, name, region, station_type, lat, lon FROM dim_station FINAL) AS s "
-                     "ANY LEFT JOIN (SELECT station_id, sum(amount_fen) - sum(refund_fen) AS net_fen "
-                     "FROM rollup_sales_daily WHERE date >= {date_from:Date} AND date <= {date_to:Date} "
-                     "GROUP BY station_id) AS r USING station_id ORDER BY station_id LIMIT 2000", rng)
+            st = self.sql.query_df("SELECT station_id, name, region, station_type, lat, lon FROM dim_station FINAL "
+                                   "ORDER BY station_id LIMIT 5000")
+            sales = self._named("top_stations", **rng, limit=5000)
+            if not sales.empty:
+                st = st.merge(sales[["station_id", "net_fen"]], on="station_id", how="left")
+            return st.to_dict("records")
         if name == "member_density":
             # Homes on a ~0.02 degree grid (about 2 km): counts only, never a member's own coordinates.
-            return q("SELECT round(home_lat / 0.02) * 0.02 AS lat, round(home_lon / 0.02) * 0.02 AS lon, "
-                     "count() AS members FROM dim_member FINAL WHERE home_lat != 0 "
-                     "GROUP BY lat, lon HAVING members >= 3 ORDER BY members DESC LIMIT 3000")
+            return self.sql.query(
+                "SELECT round(home_lat / 0.02) * 0.02 AS lat, round(home_lon / 0.02) * 0.02 AS lon, "
+                "count() AS members FROM dim_member FINAL WHERE home_lat != 0 "
+                "GROUP BY lat, lon HAVING members >= 3 ORDER BY members DESC LIMIT 3000")
         if name == "actual_daily":
-            return q("SELECT date, product, sum(litres) AS litres FROM fact_station_sales FINAL "
-                     "WHERE station_id = {station_id:String} AND date >= {date_from:Date} AND date <= {date_to:Date} "
-                     "GROUP BY date, product ORDER BY date, product", {**rng, "station_id": params["station_id"]})
+            return self.sql.query(
+                "SELECT date, product, sum(litres) AS litres FROM fact_station_sales FINAL "
+                "WHERE station_id = {station_id:String} AND date >= {date_from:Date} AND date <= {date_to:Date} "
+                "GROUP BY date, product ORDER BY date, product", {**rng, "station_id": params["station_id"]})
+        if name == "tank_alerts":
+            return self._named("tank_alerts", **rng, limit=int(params.get("limit") or 100)).to_dict("records")
         raise NotFound(f"unknown dashboard dataset {name}")
 
 
@@ -336,8 +344,10 @@ def decision_counts(sql: WarehouseSql) -> Callable[[], dict[str, int]]:
     """Decisions by outcome in the warehouse (all time), for the Prometheus scrape."""
 
     def read() -> dict[str, int]:
-        rows = sql.query("SELECT outcome, sum(decisions) AS n FROM rollup_risk_daily GROUP BY outcome")
-        return {str(r["outcome"]): int(r["n"]) for r in rows}
+        df = sql.named("risk_decisions_by_outcome")
+        if df.empty:
+            return {}
+        return {str(k): int(v) for k, v in df.groupby("outcome")["decisions"].sum().items()}
 
     return read
 

@@ -130,6 +130,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if services.analytics is not None:
+            from serving.routes_dashboard import warm
+
+            warm(services)
         yield
         with contextlib.suppress(Exception):
             audit.flush()

@@ -218,7 +218,19 @@ class DemandTableView:
         self._by_station = dict(self.forecast_df.groupby("station_id", sort=False))
         self.repl = replenishment.reset_index(drop=True) if replenishment is not None else pd.DataFrame()
         self.alerts_df = alerts.reset_index(drop=True) if alerts is not None else pd.DataFrame()
-        self.backtest = backtest
+        self.backtest_df = backtest
+        self.has_alerts = not self.alerts_df.empty
+
+    def default_station(self) -> str | None:
+        return next(iter(self._by_station), None)
+
+    def backtest(self, *, station_id: str, product: str | None) -> list[Row]:
+        """Past forecasts (holdout) for comparison with actuals, when the version saved them."""
+        b = self.backtest_df
+        if b is None or b.empty:
+            return []
+        b = _filter(b, station_id=station_id, product=product)
+        return _records(b[[c for c in ("date", "forecast", "lower", "upper") if c in b]])
 
     def forecast(self, *, station_id: str, product: str | None, days: int) -> list[Row]:
         g = self._by_station.get(station_id)

@@ -11,7 +11,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from serving.auth import Principal, Scope, require
-from serving.deps import ServicesDep, clean
+from serving.deps import Services, ServicesDep, clean
+from serving.ports import NotReady
 from serving.schemas import Page, StationId
 
 router = APIRouter(prefix="/v1", tags=["analytics"])
@@ -61,14 +62,32 @@ def replenishment(services: ServicesDep, _: Annotated[Principal, Depends(require
                 items=[{**clean(r), "model_version": loaded.version} for r in rows])
 
 
+def stock_alert_rows(services: Services, *, station_id: str | None, offset: int, limit: int,
+                     days: int = 14) -> tuple[list[dict], int, str]:
+    """Alerts from the promoted demand model when it carries them, else from the warehouse's tank readings
+    (measured closing level below book stock by more than the tolerance: a leak or a loss)."""
+    try:
+        loaded = services.hub.get("demand")
+        if getattr(loaded.obj, "has_alerts", False):
+            rows, total = loaded.obj.alerts(station_id=station_id, offset=offset, limit=limit)
+            return rows, total, f"demand model {loaded.version}"
+    except NotReady:
+        pass
+    rows = services.need_analytics().dashboard("tank_alerts", {"days": days, "limit": 1000})
+    if station_id is not None:
+        rows = [r for r in rows if str(r.get("station_id")) == station_id]
+    return rows[offset:offset + limit], len(rows), f"warehouse tank readings, last {days} days"
+
+
 @router.get("/alerts/stock", response_model=Page, tags=["alerts"], responses=NOT_TRAINED,
             summary="Stock and leak alerts (sales and tank readings disagree)")
 def stock_alerts(services: ServicesDep, _: Annotated[Principal, Depends(require(Scope.ALERTS_READ))],
-                 station_id: OptStation = None, offset: Offset = 0, limit: Limit = 100) -> Page:
-    """Tanks whose measured level drifts from book stock (possible leak or loss) or falls below safety stock."""
-    loaded = services.hub.get("demand")
-    rows, total = loaded.obj.alerts(station_id=station_id, offset=offset, limit=limit)
-    return Page(total=total, offset=offset, limit=limit, items=[clean(r) for r in rows])
+                 station_id: OptStation = None, offset: Offset = 0, limit: Limit = 100,
+                 days: Annotated[int, Query(ge=1, le=366)] = 14) -> Page:
+    """Tanks whose measured level drifts from book stock (possible leak or loss) or falls below safety stock.
+    Each item says where it comes from (``source``)."""
+    rows, total, source = stock_alert_rows(services, station_id=station_id, offset=offset, limit=limit, days=days)
+    return Page(total=total, offset=offset, limit=limit, items=[{**clean(r), "source": source} for r in rows])
 
 
 @router.get("/sites/recommendations", tags=["sites"], responses=NOT_TRAINED,
