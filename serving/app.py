@@ -137,6 +137,10 @@ def create_app(
         yield
         with contextlib.suppress(Exception):
             audit.flush()
+        risk_service = getattr(app.state, "risk_service", None)
+        if risk_service is not None:
+            with contextlib.suppress(Exception):
+                await risk_service.close()
 
     app = FastAPI(title="fuelcard API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   openapi_tags=[{"name": t} for t in ("risk", "points", "churn", "pricing", "demand", "alerts",
@@ -191,3 +195,4 @@ def _mount_risk(app: FastAPI, settings: Settings, services: Services, risk_route
                 raise HTTPException(503, f"risk scorer not available: {error}")
             return
     app.include_router(router, dependencies=[Depends(require(Scope.RISK_DECIDE))])
+    app.state.risk_service = getattr(router, "risk_service", None)

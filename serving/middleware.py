@@ -10,6 +10,7 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.metrics import Metrics
@@ -79,6 +80,17 @@ class BodyLimitMiddleware:
                 await _send_json(send, 413, {"detail": f"request body larger than {self.max_bytes} bytes"})
 
 
+DECISION_PATH = "/v1/risk/decide"
+
+
+def _count_decision(metrics: Metrics, body: bytes) -> None:
+    try:
+        d = orjson.loads(body)
+        metrics.decision(str(d.get("outcome", "unknown")), bool(d.get("degraded", False)))
+    except (orjson.JSONDecodeError, AttributeError):
+        metrics.decision("unparsable")
+
+
 class ObserveMiddleware:
     """Request id (``X-Request-ID``), latency histogram by route template, and security headers."""
 
@@ -93,8 +105,11 @@ class ObserveMiddleware:
         request_id = uuid.uuid4().hex[:16]
         scope.setdefault("state", {})["request_id"] = request_id
         status_holder = [500]
+        decision_body: list[bytes] | None = [] if scope["path"] == DECISION_PATH else None
 
         async def wrapped_send(message: Message) -> None:
+            if decision_body is not None and message["type"] == "http.response.body":
+                decision_body.append(message.get("body", b""))
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
                 headers = list(message.get("headers", []))
@@ -110,3 +125,5 @@ class ObserveMiddleware:
             template = getattr(route, "path", None) or (
                 "static" if scope["path"].startswith("/dashboard") else "unmatched")
             self.metrics.observe(template, scope.get("method", ""), status_holder[0], time.perf_counter() - started)
+            if decision_body and status_holder[0] == 200:
+                _count_decision(self.metrics, b"".join(decision_body))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -22,7 +22,7 @@ def health() -> Health:
 
 @router.get("/ready", response_model=Readiness, summary="Readiness: warehouse and models",
             responses={503: {"description": "the warehouse is not reachable", "model": Readiness}})
-def ready(services: ServicesDep) -> JSONResponse:
+def ready(services: ServicesDep, request: Request) -> JSONResponse:
     """Ready when the warehouse answers; model kinds without a promoted version are listed, not fatal
     (their endpoints answer 503 until a model is trained)."""
     ok = False
@@ -35,7 +35,12 @@ def ready(services: ServicesDep) -> JSONResponse:
             detail = type(exc).__name__
     models = {k: {"promoted": v["promoted"], "loaded": v["loaded"], "servable": v["servable"]}
               for k, v in services.hub.status().items()}
-    body = Readiness(ready=ok, components={"warehouse": detail, "models": models})
+    risk = getattr(request.app.state, "risk_service", None)
+    risk_status = "not mounted"
+    if risk is not None:
+        st = risk.status()
+        risk_status = "stream connected" if st.get("connected") else "degraded (rules-only until the stream answers)"
+    body = Readiness(ready=ok, components={"warehouse": detail, "models": models, "risk": risk_status})
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
