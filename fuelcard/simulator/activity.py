@@ -31,6 +31,7 @@ TRAVEL_SHARE, TRAVEL_SHARE_HOLIDAY = 0.05, 0.25
 SHOP_P, WASH_P = 0.20, 0.07
 PHONE_CHANGE_SHARE = 0.04  # genuine holders who switch to a new phone (new device id) during the period
 PRICE_THIN_CAP = 0.25  # accept a candidate fill with prob min(1, exp(price_response - cap))
+TREND_CLIP = (-2.5, 0.5)  # bounds of a member's cumulative log drift in fill rate (long simulations)
 
 
 def hour_profile(kind: str) -> np.ndarray:
@@ -158,8 +159,8 @@ def genuine_fills(rng: np.random.Generator, net: Network, mk: Market, pop: Popul
     trend = pop.trend[pop.card_member]
     for k in range(days):  # one vectorised pass per day
         alive = np.clip(churn - k, 0.0, 1.0) * np.clip((churn - k) / FADE_DAYS, FADE_FLOOR, 1.0)
-        lam[:, k] = (pop.card_rate * K * np.exp(day_log[k] + mk.weather_log[region_idx, k] + trend * d_ar[k] / 30.0)
-                     * alive)
+        drift = np.clip(trend * d_ar[k] / 30.0, TREND_CLIP[0], TREND_CLIP[1])
+        lam[:, k] = pop.card_rate * K * np.exp(day_log[k] + mk.weather_log[region_idx, k] + drift) * alive
     counts = rng.poisson(lam)
     del lam
     ci, di = np.nonzero(counts)

@@ -152,7 +152,8 @@ def truth(cfg: SimConfig, net: geo.Network, mk: market.Market, pop: people.Popul
             "rain_cap_mm": market.RAIN_CAP_MM, "walkin_noise_sd": market.WALKIN_NOISE_SD,
             "card_share_of_litres": round(card_share, 4),
             "card_fills": "Poisson per card x day: fills_per_week/7 * exp(weekday + season + pre_holiday + weather "
-                          "+ member trend*day/30), thinned by min(1, exp(price_response - 0.25)); on holidays the "
+                          "+ clip(member trend*day/30, -2.5, 0.5)), thinned by min(1, exp(price_response - 0.25)); "
+                          "on holidays the "
                           "share of travel fills at random (highway-weighted) stations rises from 5% to 25%",
             "hour_profiles_local": {k: list(activity.hour_profile(k).round(5)) for k in activity.HOUR_PROFILE},
             "base_litres": {f"{sid}|{fuel}": round(float(net.base_litres[i, j]), 1)

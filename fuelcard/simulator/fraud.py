@@ -87,8 +87,10 @@ def inject(rng: np.random.Generator, net: Network, mk: Market, pop: Population, 
     is_fleet_tx = pop.card_fleet[g.card] >= 0
     personal_anchor = eligible[~is_fleet_tx[eligible]]
     fleet_anchor = eligible[is_fleet_tx[eligible]]
+    # a floor so every scenario shows up in small simulations, but never more than a sliver of a tiny one
+    floor = MIN_INCIDENTS if n_total_estimate >= 20_000 else (1 if n_total_estimate >= 2_000 else 0)
     incidents = {
-        s: max(MIN_INCIDENTS, int(round(rates.get(s, 0.0) * n_total_estimate / TX_PER_INCIDENT[s])))
+        s: max(floor, int(round(rates.get(s, 0.0) * n_total_estimate / TX_PER_INCIDENT[s])))
         if rates.get(s, 0.0) > 0 else 0
         for s in SCENARIOS
     }
