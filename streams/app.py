@@ -79,6 +79,8 @@ def dead_letter_payload(*, reason: str, raw: bytes | None, topic: str, partition
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
         errs = exc.errors()[:3]
+        if any(e.get("type") in ("json_invalid", "json_type") for e in errs):
+            return f"malformed: {errs[0]['msg']}"
         return "schema-invalid: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errs)
     if isinstance(exc, orjson.JSONDecodeError | UnicodeDecodeError):
         return f"malformed: {exc}"

@@ -1,0 +1,104 @@
+"""Component tests of the synchronous decision endpoint (serving/risk.py) with a fake stream side."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from fuelcard.events import Authorisation
+from serving.risk import RiskService, RiskServiceConfig, create_app
+from streams.engine import BaselineEngine
+
+AUTH = Authorisation(tx_id="t1", ts=datetime(2026, 3, 1, 2, tzinfo=UTC), card_id="c1", station_id="S1",
+                     product="95", amount_fen=30_000)
+
+
+class FakeStream:
+    """Plays the risk agent: every produced authorisation is decided by the same engine after ``delay_s``."""
+
+    def __init__(self, svc: RiskService, delay_s: float = 0.001) -> None:
+        self.svc, self.delay_s, self.sent = svc, delay_s, []
+        self.engine, self.state = BaselineEngine(), {}
+
+    async def send(self, topic, value, key=None):
+        self.sent.append((topic, key, value))
+        auth = Authorisation.model_validate_json(value)
+
+        async def later():
+            await asyncio.sleep(self.delay_s)
+            st, d = self.engine.decide(self.state.get(auth.card_id), auth)
+            self.state[auth.card_id] = st
+            self.svc._on_decision(d.model_dump_json().encode())
+
+        asyncio.get_running_loop().create_task(later())
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+def _wire(svc: RiskService, delay_s: float) -> FakeStream:
+    fake = FakeStream(svc, delay_s)
+    svc._producer = fake
+    svc._reader = asyncio.get_running_loop().create_task(asyncio.sleep(3600))
+    return fake
+
+
+async def test_decision_comes_from_the_stream_with_card_state():
+    svc = RiskService(RiskServiceConfig(bootstrap="127.0.0.1:1", prefix="p", budget_ms=200),
+                      engine=BaselineEngine())
+    fake = _wire(svc, 0.001)
+    try:
+        d1 = await svc.decide(AUTH)
+        assert not d1.degraded and fake.sent[0][0] == "p.authorisations" and fake.sent[0][1] == b"c1"
+        # the same card again, 1 minute later: the stream's state sees the first one
+        for i in range(4):
+            d = await svc.decide(AUTH.model_copy(update={"tx_id": f"t{i + 2}"}))
+        assert not d.degraded and any("VELOCITY" in r for r in d.reasons)
+        again = await svc.decide(AUTH)  # a retried request gets the decision already made
+        assert again == d1 and svc.counts["cached"] == 1
+    finally:
+        await svc.close()
+
+
+async def test_slow_stream_answers_degraded_within_budget():
+    svc = RiskService(RiskServiceConfig(bootstrap="127.0.0.1:1", budget_ms=30), engine=BaselineEngine())
+    _wire(svc, 0.5)
+    try:
+        t0 = time.perf_counter()
+        d = await svc.decide(AUTH.model_copy(update={"amount_fen": 200_000}))
+        elapsed_ms = (time.perf_counter() - t0) * 1000
+        assert d.degraded and "DEGRADED_STREAM_TIMEOUT" in d.reasons and elapsed_ms < 30 + 20
+        assert any(r.startswith("R-AMT-HIGH") for r in d.reasons)  # stateless rules still apply
+        await asyncio.sleep(0.6)  # the stream's late decision is kept for a retry
+        assert not (await svc.decide(AUTH.model_copy(update={"amount_fen": 200_000}))).degraded
+    finally:
+        await svc.close()
+
+
+def test_unreachable_broker_answers_degraded_over_http():
+    svc = RiskService(RiskServiceConfig(bootstrap="127.0.0.1:9", budget_ms=20), engine=BaselineEngine())
+    app = create_app(service=svc)
+    with TestClient(app) as client:
+        t0 = time.perf_counter()
+        r = client.post("/v1/risk/decide", content=AUTH.model_dump_json(),
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["degraded"] is True and body["tx_id"] == "t1"
+        assert "DEGRADED_STREAM_UNAVAILABLE" in body["reasons"]
+        assert (time.perf_counter() - t0) < 1.0
+        assert client.get("/v1/risk/status").json()["connected"] is False
+
+
+@pytest.mark.parametrize("payload", [b"{}", b"not json", orjson.dumps({**orjson.loads(AUTH.model_dump_json()),
+                                                                        "amount_fen": -5})])
+def test_invalid_authorisation_is_rejected_with_422(payload):
+    svc = RiskService(RiskServiceConfig(bootstrap="127.0.0.1:9", budget_ms=20), engine=BaselineEngine())
+    with TestClient(create_app(service=svc)) as client:
+        r = client.post("/v1/risk/decide", content=payload, headers={"content-type": "application/json"})
+        assert r.status_code == 422
