@@ -38,10 +38,10 @@ def test_bootstrap_servers():
 def _frame():
     return pd.DataFrame([
         {"tx_id": "t1", "ts": T0, "capture_ts": T0 + pd.Timedelta(minutes=5), "card_id": "c1", "member_id": "m1",
-             "station_id": "S1", "terminal_id": "S1-1", "device_id": None, "region": "r", "product": "95", "litres": 30.0,
+         "station_id": "S1", "terminal_id": "S1-1", "device_id": None, "region": "r", "product": "95", "litres": 30.0,
              "amount_fen": 20_000, "lat": 30.0, "lon": 120.0, "status": "refunded", "is_fraud": 0, "scenario": ""},
         {"tx_id": "t2", "ts": T0 + pd.Timedelta(minutes=1), "capture_ts": pd.NaT, "card_id": "c2", "member_id": None,
-             "station_id": "S2", "terminal_id": None, "device_id": "d", "region": None, "product": "shop", "litres": 0.0,
+         "station_id": "S2", "terminal_id": None, "device_id": "d", "region": None, "product": "shop", "litres": 0.0,
              "amount_fen": 500, "lat": float("nan"), "lon": float("nan"), "status": "timeout", "is_fraud": 1,
              "scenario": "card_testing"},
     ])
