@@ -1,0 +1,106 @@
+"""Integration: noida-db's known defects do not bite us, dead letters on the real broker, state recovery.
+
+* topics are pre-created with their partition counts (noida-db would auto-create them with one);
+* a worker killed with SIGKILL never leaves its consumer group and noida-db never evicts it: our workaround is
+  to restart the broker (data, topics and committed offsets persist) before starting the replacement worker —
+  shown here end to end, including the card_state table recovered from its changelog (a redelivered
+  authorisation is recognised after the restart and produces no second decision).
+
+The broker is started by the test on 127.0.0.1:19263; the test FAILS if it cannot start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from fuelcard.events import Authorisation
+from streams import topics as T
+from streams.broker import _run_coro
+from streams.cluster import StreamCluster
+from streams.loadgen import DecisionCollector, Outgoing, make_producer, produce_at_rate, warm_up
+from streams.topics import all_topic_specs, partition_counts
+
+pytestmark = pytest.mark.integration
+
+
+def _auth(tx: str, card: str, minutes: int) -> Outgoing:
+    a = Authorisation(tx_id=tx, ts=datetime(2026, 3, 1, 2, tzinfo=UTC) + timedelta(minutes=minutes), card_id=card,
+                      station_id="S1", product="95", amount_fen=20_000, lat=30.0, lon=120.0)
+    return Outgoing("", card.encode(), a.model_dump_json().encode(), tx)
+
+
+async def _send(cl: StreamCluster, records: list[Outgoing]) -> None:
+    p = await make_producer(cl.bootstrap)
+    try:
+        recs = [Outgoing(r.topic or cl.topic(T.AUTHORISATIONS.suffix), r.key, r.value, r.tx_id) for r in records]
+        await produce_at_rate(p, recs, rate=None)
+    finally:
+        await p.stop()
+
+
+async def _collectors(cl: StreamCluster) -> tuple[DecisionCollector, DecisionCollector]:
+    dec = DecisionCollector(cl.bootstrap, cl.topic(T.DECISIONS.suffix), from_beginning=True, keep_bodies=True)
+    dead = DecisionCollector(cl.bootstrap, cl.topic(T.DEAD_LETTERS.suffix), from_beginning=True,
+                             keep_bodies=True, id_field="offset")
+    await dec.start()
+    await dead.start()
+    return dec, dead
+
+
+def test_kill9_worker_recovers_after_broker_restart_with_table_state(tmp_path: Path):
+    cl = StreamCluster(tmp_path, port=19263, workers=1, agents="risk")
+    try:
+        cl.start_broker()  # raises (→ test fails) if the broker cannot start
+        specs = all_topic_specs(cl.prefix, cl.app_id)
+        counts = _run_coro(partition_counts(cl.bootstrap, [s[0] for s in specs]))
+        assert counts == {n: p for n, p, _ in specs}  # pre-created, not auto-created with 1 partition
+        cl.start_workers()
+
+        async def phase1() -> None:
+            dec, dead = await _collectors(cl)
+            try:
+                await warm_up(cl.bootstrap, cl.topic(T.AUTHORISATIONS.suffix), dec, probes=16, timeout=90)
+                await _send(cl, [_auth("A1", "X", 0), Outgoing("", b"X", b"\x00garbage", None),
+                                 _auth("A2", "X", 1)])
+                assert await dec.wait_for(["A1", "A2"], 30)
+                for _ in range(100):
+                    if dead.arrived:
+                        break
+                    await asyncio.sleep(0.1)
+                (dl,) = dead.decisions.values()
+                assert dl["reason"].startswith("malformed") and dl["raw"].endswith("garbage")
+            finally:
+                await dec.stop()
+                await dead.stop()
+
+        asyncio.run(phase1())
+        cl.check_workers()  # the bad record did not kill the agent
+        cl.kill_worker(0)  # dies without leaving its group
+        cl.procs.clear()
+        assert cl.broker is not None
+        cl.broker.restart()  # the workaround: stale members are gone, data and offsets are not
+        cl.start_workers()
+
+        async def phase2() -> None:
+            dec, dead = await _collectors(cl)
+            try:
+                await warm_up(cl.bootstrap, cl.topic(T.AUTHORISATIONS.suffix), dec, probes=16, timeout=90)
+                before = dict(dec.decisions)
+                # A2 again (a redelivery) and a new A3 on the same card
+                await _send(cl, [_auth("A2", "X", 1), _auth("A3", "X", 2)])
+                assert await dec.wait_for(["A3"], 30)
+                await asyncio.sleep(1.0)
+                assert dec.duplicates == 0, "the recovered card_state must recognise the redelivered A2"
+                assert before["A1"]["tx_id"] == "A1"
+            finally:
+                await dec.stop()
+                await dead.stop()
+
+        asyncio.run(phase2())
+        cl.check_workers()
+    finally:
+        cl.stop()
