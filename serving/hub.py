@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.registry import ModelMeta, Registry, RegistryError
+from models.registry import ModelMeta, Registry
 from serving.ports import NotReady
 
 Loader = Callable[[Path, ModelMeta], Any]
@@ -65,7 +65,7 @@ class ModelHub:
             try:
                 meta = self.registry.meta(kind, version)
                 obj = loader(self.registry.path(kind, version), meta)
-            except (RegistryError, OSError, ValueError, KeyError, TypeError, ImportError) as exc:
+            except Exception as exc:  # noqa: BLE001 - any loader failure: keep serving the previous version or 503
                 self._errors[kind] = f"{type(exc).__name__}: {exc}"[:300]
                 if current is not None:  # keep serving the previous version rather than failing
                     return current

@@ -215,7 +215,7 @@ class DemandTableView:
             f["product"] = f["product"].astype(str)
         f["date"] = pd.to_datetime(f["date"]).dt.date.astype(str)
         self.forecast_df = f.sort_values([c for c in ("station_id", "product", "date") if c in f])
-        self._by_station = dict(self.forecast_df.groupby("station_id", sort=False))
+        self._by_station = {str(s): g for s, g in self.forecast_df.groupby("station_id", sort=False)}  # noqa: C416
         self.repl = replenishment.reset_index(drop=True) if replenishment is not None else pd.DataFrame()
         self.alerts_df = alerts.reset_index(drop=True) if alerts is not None else pd.DataFrame()
         self.backtest_df = backtest

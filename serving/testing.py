@@ -161,3 +161,58 @@ def build_env(root: str | Path, *, seed: int = 5, days: int = 60, stations: int 
             env.failed[kind] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
         timings[f"train_{kind}"] = time.perf_counter() - t
     return env
+
+
+_SHARED: dict[str, Env] = {}
+
+
+def shared_env() -> Env:
+    """One :func:`build_env` per process (tests in several modules share it; chdb allows one directory)."""
+    if "env" not in _SHARED:
+        import tempfile
+
+        _SHARED["env"] = build_env(Path(tempfile.mkdtemp(prefix="fuelcard-serving-")))
+    return _SHARED["env"]
+
+
+def make_app(env: Env, **overrides: Any) -> Any:
+    """The real app factory on an environment's warehouse connection and registry."""
+    from models.registry import Registry
+    from serving.adapters import WarehouseSql
+    from serving.app import create_app
+
+    kwargs: dict[str, Any] = {"sql": WarehouseSql(env.warehouse), "registry": Registry(env.registry_dir)}
+    kwargs.update(overrides)
+    settings = kwargs.pop("settings", env.settings)
+    return create_app(settings, **kwargs)
+
+
+class ThreadServer:
+    """uvicorn serving an app from a background thread of this process (for the browser test)."""
+
+    def __init__(self, app: Any, port: int, host: str = "127.0.0.1") -> None:
+        import threading
+
+        import uvicorn
+
+        self.url = f"http://{host}:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                    access_log=False, lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{port}", daemon=True)
+
+    def __enter__(self) -> ThreadServer:
+        import httpx
+
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server on {self.url} did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
