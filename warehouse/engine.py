@@ -55,6 +55,9 @@ class DedupKey:
 
     key: str
     version: str | None = None
+    #: Event-time column whose day (the ``date`` sort-key prefix) is the same for every version of a key:
+    #: the existence probe only reads those days, so a micro-batch of recent events reads recent parts.
+    ts_col: str | None = "ts"
 
 
 # Tables with materialized views attached: their inserts are filtered against what is already stored.
@@ -129,7 +132,8 @@ class Warehouse(ABC):
         """Insert an already conformed frame (columns = a subset of the table's, in table types)."""
 
     @abstractmethod
-    def _existing_versions(self, table: str, key: DedupKey, keys: pd.Series) -> pd.DataFrame:
+    def _existing_versions(self, table: str, key: DedupKey, keys: pd.Series,
+                           days: tuple[Any, Any] | None = None) -> pd.DataFrame:
         """``key, max_version`` of the given keys already stored (for idempotent inserts)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, engines override it
@@ -212,7 +216,11 @@ class Warehouse(ABC):
     def _drop_known(self, table: str, key: DedupKey, frame: pd.DataFrame) -> pd.DataFrame:
         subset = [key.key] + ([key.version] if key.version else [])
         frame = frame.drop_duplicates(subset=subset, keep="last")
-        existing = self._existing_versions(table, key, frame[key.key])
+        days = None
+        if key.ts_col and key.ts_col in frame.columns:
+            ts = pd.to_datetime(frame[key.ts_col], utc=True)
+            days = (ts.min().date(), ts.max().date())
+        existing = self._existing_versions(table, key, frame[key.key], days)
         if existing.empty:
             return frame.reset_index(drop=True)
         if key.version is None:
@@ -329,11 +337,15 @@ def _cast_series(s: pd.Series, typ: str) -> pd.Series:
     """Cast one column to the pandas dtype that both engines insert as ``typ``."""
     base, nullable = _strip_nullable(typ)
     if base == "String":
-        if nullable:
-            return s.astype("object").where(s.notna(), None).map(lambda v: v if v is None else str(v))
-        if s.dtype == object:
-            return s.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
-        return s.astype(str).where(s.notna(), "")
+        if s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) in ("string", "empty"):
+            # already str (fast path, vectorised): only fill missing values
+            missing = s.isna()
+            if not missing.any():
+                return s
+            return s.where(~missing, None if nullable else "")
+        out = s.astype("object").where(s.notna(), None)
+        out = out.map(lambda v: v if v is None else str(v))
+        return out if nullable else out.fillna("")
     if _INT_RE.match(base):
         if s.dtype == bool:
             return s.astype("int64")
@@ -412,6 +424,9 @@ class _SharedSession:
                     raise WarehouseError(_first_line(exc)) from exc
                 cls.path = resolved
                 cls.session.query("SET session_timezone = 'UTC'")
+                # Every version of a row shares its partition (the event day), so FINAL may merge partitions
+                # independently and in parallel (ClickHouse >= 20.x; 18.16 merges them together, same result).
+                cls.session.query("SET do_not_merge_across_partitions_select_final = 1")
             cls.refs += 1
             return cls.session
 
@@ -472,17 +487,23 @@ class ChdbWarehouse(Warehouse):
             except Exception as exc:
                 raise WarehouseError(f"insert into {table}: {_first_line(exc)}") from exc
 
-    def _existing_versions(self, table: str, key: DedupKey, keys: pd.Series) -> pd.DataFrame:
+    def _existing_versions(self, table: str, key: DedupKey, keys: pd.Series,
+                           days: tuple[Any, Any] | None = None) -> pd.DataFrame:
         probe = pd.DataFrame({"k": keys.astype(str).unique()})  # noqa: F841 - used via Python(probe)
         ver = f"max({key.version})" if key.version else "1"
+        where, values = "", {}
+        if days is not None:
+            where = "date >= {d0:Date} AND date <= {d1:Date} AND "
+            values = {"d0": days[0], "d1": days[1]}
         sql = (
             f"SELECT {key.key} AS key, {ver} AS max_version FROM {table} "
-            f"WHERE {key.key} IN (SELECT k FROM Python(probe)) GROUP BY {key.key}"
+            f"WHERE {where}{key.key} IN (SELECT k FROM Python(probe)) GROUP BY {key.key}"
         )
+        text, params = bind(sql, values, style="native")
         with self._lock:
             try:
                 self._use()
-                res = self._session.query(sql, "DataFrame")
+                res = self._session.query(text, "DataFrame", params=params or None)
             except Exception as exc:
                 raise WarehouseError(_first_line(exc)) from exc
         return res if isinstance(res, pd.DataFrame) else pd.DataFrame(columns=["key", "max_version"])
@@ -559,17 +580,21 @@ class ServerWarehouse(Warehouse):
             except Exception as exc:
                 raise WarehouseError(f"insert into {table}: {_first_line(exc)}") from exc
 
-    def _existing_versions(self, table: str, key: DedupKey, keys: pd.Series) -> pd.DataFrame:
+    def _existing_versions(self, table: str, key: DedupKey, keys: pd.Series,
+                           days: tuple[Any, Any] | None = None) -> pd.DataFrame:
         uniq = keys.astype(str).unique().tolist()
         ver = f"max({key.version})" if key.version else "1"
+        where = "date >= %(d0)s AND date <= %(d1)s AND " if days is not None else ""
         frames = []
         for i in range(0, len(uniq), 20_000):
-            chunk = tuple(uniq[i : i + 20_000])
+            values: dict[str, Any] = {"keys": tuple(uniq[i : i + 20_000])}
+            if days is not None:
+                values.update(d0=days[0], d1=days[1])
             with self._lock:
                 rows = self._client.execute(
                     f"SELECT {key.key} AS key, {ver} AS max_version FROM {table} "
-                    f"WHERE {key.key} IN %(keys)s GROUP BY {key.key}",
-                    {"keys": chunk},
+                    f"WHERE {where}{key.key} IN %(keys)s GROUP BY {key.key}",
+                    values,
                 )
             frames.append(pd.DataFrame.from_records(rows, columns=["key", "max_version"]))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["key", "max_version"])

@@ -150,24 +150,24 @@ _q(NamedQuery(
     "risk_false_positives",
     "Once labels are known: flagged (review/decline) vs fraud per day - false-positive rate, precision, recall.",
     """
-SELECT d.date AS date,
+SELECT date,
        count() AS decisions,
-       sum(d.flagged) AS flagged_count,
-       sum(t.is_fraud) AS fraud_count,
-       sum(d.flagged AND t.is_fraud = 0) AS false_positives,
-       sum(d.flagged AND t.is_fraud = 1) AS true_positives,
-       sum(d.flagged AND t.is_fraud = 0) / greatest(sum(t.is_fraud = 0), 1) AS false_positive_rate,
-       sum(d.flagged AND t.is_fraud = 1) / greatest(sum(d.flagged), 1) AS precision,
-       sum(d.flagged AND t.is_fraud = 1) / greatest(sum(t.is_fraud), 1) AS recall
+       sum(flagged) AS flagged_count,
+       sum(fraud) AS fraud_count,
+       sum(flagged AND NOT fraud) AS false_positives,
+       sum(flagged AND fraud) AS true_positives,
+       sum(flagged AND NOT fraud) / greatest(count() - sum(fraud), 1) AS false_positive_rate,
+       sum(flagged AND fraud) / greatest(sum(flagged), 1) AS precision,
+       sum(flagged AND fraud) / greatest(sum(fraud), 1) AS recall
 FROM (
-    SELECT tx_id, date, toUInt8(outcome != 'approve') AS flagged
+    SELECT date, toUInt8(outcome != 'approve') AS flagged,
+           toUInt8(tx_id IN (
+               SELECT tx_id FROM fact_transactions FINAL
+               WHERE date >= {date_from:Date} AND date <= {date_to:Date} AND is_fraud = 1
+           )) AS fraud
     FROM fact_risk_decisions FINAL
     WHERE date >= {date_from:Date} AND date <= {date_to:Date}
-) AS d
-ANY INNER JOIN (
-    SELECT tx_id, is_fraud FROM fact_transactions FINAL
-    WHERE date >= {date_from:Date} AND date <= {date_to:Date}
-) AS t USING tx_id
+)
 GROUP BY date
 ORDER BY date
 """, _RANGE))
@@ -204,7 +204,7 @@ _q(NamedQuery(
     "member_activity_daily",
     "Active members and cards per day (approximate distinct counts), purchases and spend (rollup).",
     """
-SELECT date, uniqMerge(members) AS active_members, uniqMerge(cards) AS active_cards,
+SELECT date, uniqHLL12Merge(members) AS active_members, uniqHLL12Merge(cards) AS active_cards,
        countMerge(purchases) AS purchases, sumMerge(spend_fen) AS spend_fen
 FROM rollup_member_activity_daily
 WHERE date >= {date_from:Date} AND date <= {date_to:Date}

@@ -229,5 +229,6 @@ class ServiceWarehouse(Warehouse):
     def _insert_frame(self, table: str, df: pd.DataFrame) -> None:  # pragma: no cover - insert_df overrides
         self.insert_df(table, df, dedup=False)
 
-    def _existing_versions(self, table: str, key: DedupKey, keys: pd.Series) -> pd.DataFrame:  # pragma: no cover
+    def _existing_versions(self, table: str, key: DedupKey, keys: pd.Series,  # pragma: no cover
+                           days: tuple[Any, Any] | None = None) -> pd.DataFrame:
         raise NotImplementedError("deduplication happens in the owner process")

@@ -102,12 +102,12 @@ def check_load_and_rollups(wh: Warehouse, sim: Path) -> dict[str, int]:
 def check_reload_is_idempotent(wh: Warehouse, sim: Path) -> None:
     """Loading the same files again (a replay) changes no count and no rollup figure."""
     before = rollup_totals(wh), hourly_totals(wh)
-    members = wh.query_value("SELECT uniqMerge(members) FROM rollup_member_activity_daily")
+    members = wh.query_value("SELECT uniqHLL12Merge(members) FROM rollup_member_activity_daily")
     counts = load_dir(wh, sim, progress=False, settings=SETTINGS)
     assert counts["fact_transactions"] == 0
     assert counts.get("fact_points_ledger", 0) == 0
     assert (rollup_totals(wh), hourly_totals(wh)) == before
-    assert wh.query_value("SELECT uniqMerge(members) FROM rollup_member_activity_daily") == members
+    assert wh.query_value("SELECT uniqHLL12Merge(members) FROM rollup_member_activity_daily") == members
     tx = pd.read_parquet(sim / "transactions.parquet")
     assert wh.query_value("SELECT count() FROM fact_transactions FINAL") == len(tx)
     # dimensions were stored twice physically; FINAL collapses them

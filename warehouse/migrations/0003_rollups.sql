@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS rollup_sales_hourly (
     fraud UInt64
 ) ENGINE = SummingMergeTree()
 PARTITION BY toYYYYMM(hour)
-ORDER BY (hour, station_id, product);
+ORDER BY (station_id, hour, product);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS mv_sales_hourly TO rollup_sales_hourly AS
 SELECT
@@ -75,12 +75,13 @@ SELECT
 FROM fact_transactions
 GROUP BY date, station_id, product;
 
--- Member activity per day: distinct active members and cards (HyperLogLog states), purchases, spend.
+-- Member activity per day: distinct active members and cards (HyperLogLog-12 states: small, fast to merge,
+-- ~1.6% error), purchases, spend.
 CREATE TABLE IF NOT EXISTS rollup_member_activity_daily (
     date Date,
     region String,
-    members AggregateFunction(uniq, String),
-    cards AggregateFunction(uniq, String),
+    members AggregateFunction(uniqHLL12, String),
+    cards AggregateFunction(uniqHLL12, String),
     purchases AggregateFunction(count),
     spend_fen AggregateFunction(sum, Int64)
 ) ENGINE = AggregatingMergeTree()
@@ -91,8 +92,8 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS mv_member_activity_daily TO rollup_member
 SELECT
     date,
     region,
-    uniqState(member_id) AS members,
-    uniqState(card_id) AS cards,
+    uniqHLL12State(member_id) AS members,
+    uniqHLL12State(card_id) AS cards,
     countState() AS purchases,
     sumState(amount_fen) AS spend_fen
 FROM fact_transactions
