@@ -678,17 +678,42 @@ def _codes(values: Any) -> Any:
     return codes
 
 
+def _pair(a: Any, b: Any) -> Any:
+    """Codes of (a, b) pairs, -1 where either is missing."""
+    import numpy as np
+
+    ok = (a >= 0) & (b >= 0)
+    combined = a.astype(np.int64) * np.int64(int(b.max()) + 1) + b
+    out = np.full(len(a), -1, dtype=np.int64)
+    if ok.any():
+        _, inv = np.unique(combined[ok], return_inverse=True)
+        out[ok] = inv
+    return out
+
+
+def _col_codes(sub: Any, col: str) -> Any:
+    import numpy as np
+
+    v = sub[col]
+    present = v.notna().to_numpy()
+    codes = np.full(len(v), -1, dtype=np.int64)
+    if present.any():
+        codes[present] = _codes(v[present].astype(str).to_numpy())
+    return codes
+
+
 class _Groups:
     """Rows (in processing order) grouped by a key: positions, ranks and windows, exactly like the replay."""
 
     def __init__(self, codes: Any, t: Any) -> None:
         import numpy as np
 
+        self.t = t
         self.valid = codes >= 0
         self.rows = np.flatnonzero(self.valid)  # processing positions with a key
         c = codes[self.rows]
         self.order = self.rows[np.argsort(c, kind="stable")]  # grouped by key, then processing order
-        self.gcode = codes[self.order]
+        self.gcode = codes[self.order].astype(np.int64)
         self.gt = t[self.order]
         m = len(self.order)
         self.k = np.full(len(codes), -1, dtype=np.int64)
@@ -703,29 +728,27 @@ class _Groups:
     def count_le(self, q: Any, weights: Any | None = None, elem_mask: Any | None = None) -> Any:
         """Per grouped index j: number (or weighted sum) of earlier-processed elements of j's group whose time
         is <= q[j] (q must be < the element's own time for 'earlier' to hold). ``weights`` and ``elem_mask``
-        are per grouped index."""
+        are per grouped index.
+
+        Exact on floats: ``t_e <= q`` is turned into an integer comparison of processing positions
+        (``position(e) < searchsorted(t, q, 'right')``), then one searchsorted on (group, position) keys.
+        """
         import numpy as np
 
-        m = len(self.gt)
-        emask = np.ones(m, dtype=bool) if elem_mask is None else elem_mask
-        e_idx = np.flatnonzero(emask)
-        grp = np.concatenate([self.gcode[e_idx], self.gcode])
-        val = np.concatenate([self.gt[e_idx], q])
-        kind = np.concatenate([np.zeros(len(e_idx), np.int8), np.ones(m, np.int8)])
-        w = np.ones(len(e_idx)) if weights is None else np.asarray(weights, dtype=float)[e_idx]
-        ww = np.concatenate([w, np.zeros(m)])
-        order = np.lexsort((kind, val, grp))
-        g_sorted = grp[order]
-        cum = np.cumsum(ww[order])
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = g_sorted[1:] != g_sorted[:-1]
-        starts = np.flatnonzero(first)
-        base = np.repeat(cum[starts] - ww[order][starts], np.diff(np.append(starts, len(order))))
-        within = cum - base
-        out = np.empty(m)
-        is_q = kind[order] == 1
-        out[order[is_q] - len(e_idx)] = within[is_q]
-        return out
+        big = np.int64(len(self.t) + 1)
+        r = np.searchsorted(self.t, q, side="right").astype(np.int64)
+        ekeys = self.gcode * big + self.order
+        w = None if weights is None else np.asarray(weights, dtype=float)
+        if elem_mask is not None:
+            ekeys = ekeys[elem_mask]
+            w = None if w is None else w[elem_mask]
+        pos = np.searchsorted(ekeys, self.gcode * big + r, side="left")
+        first = np.searchsorted(ekeys, self.gcode * big, side="left")
+        if w is None:
+            return (pos - first).astype(float)
+        cw = np.zeros(len(w) + 1)
+        np.cumsum(w, out=cw[1:])
+        return cw[pos] - cw[first]
 
     def lo(self, window: float) -> Any:
         """Per grouped index: first grouped index inside (t - window, t]."""
@@ -765,7 +788,7 @@ def features_many(df: Any, config: FeatureConfig = DEFAULT_CONFIG) -> Any:
     """Vectorised features of every row of ``df`` (rows in ``df``'s order, columns :data:`FEATURE_NAMES`).
 
     ``df`` has ``ts`` (epoch seconds), ``card_id``, ``station_id``, ``amount_fen`` and any of
-    :data:`OPTIONAL_COLUMNS` / :data:`PROFILE_COLUMNS` (``allowed_*`` as ``|``-separated strings). Equal to
+    :data:`OPTIONAL_COLUMNS` / :data:`PROFILE_COLUMNS` (``allowed_*`` as ``|``- or ``,``-separated strings). Equal to
     replaying :class:`FeatureEngine` in :func:`processing_order` (``tests/test_features_parity.py``).
     """
     import numpy as np
@@ -783,7 +806,9 @@ def features_many(df: Any, config: FeatureConfig = DEFAULT_CONFIG) -> Any:
     label = sub["is_fraud"].to_numpy(dtype=float) if "is_fraud" in sub.columns else np.full(n, np.nan)
 
     # ---------------- card
-    g = _Groups(_codes(sub["card_id"].astype(str).to_numpy()), t)
+    card_c = _col_codes(sub, "card_id")
+    station_c = _col_codes(sub, "station_id")
+    g = _Groups(card_c, t)
     j = np.arange(len(g.order))
     gt = g.gt
     a_g = amount[g.order]
@@ -809,7 +834,7 @@ def features_many(df: Any, config: FeatureConfig = DEFAULT_CONFIG) -> Any:
     prev_t = np.where(j > g.gstart, gt[np.maximum(j - 1, 0)], np.nan)
     since = np.where(has30, gt - prev_t, np.nan)
     first_t = gt[g.gstart]
-    pair = _Groups(_codes(sub["card_id"].astype(str) + "\x1f" + sub["station_id"].astype(str)), t)
+    pair = _Groups(_pair(card_c, station_c), t)
     pj = np.arange(len(pair.order))
     p_prev = np.full(n, np.nan)
     p_prev[pair.order] = np.where(pj > pair.gstart, pair.gt[np.maximum(pj - 1, 0)], np.nan)
@@ -842,8 +867,7 @@ def features_many(df: Any, config: FeatureConfig = DEFAULT_CONFIG) -> Any:
 
     def new_in_card(key_col: str) -> Any:
         present = sub[key_col].notna().to_numpy()
-        keys = np.where(present, sub["card_id"].astype(str) + "\x1f" + sub[key_col].astype(str), None)
-        pg = _Groups(_codes(keys), t)
+        pg = _Groups(_pair(card_c, _col_codes(sub, key_col)), t)
         pj_ = np.arange(len(pg.order))
         prev = np.full(n, np.nan)
         prev[pg.order] = np.where(pj_ > pg.gstart, pg.gt[np.maximum(pj_ - 1, 0)], np.nan)
@@ -932,7 +956,7 @@ def features_many(df: Any, config: FeatureConfig = DEFAULT_CONFIG) -> Any:
             F[:, col["is_fleet"]] = np.where(has, (ct == "fleet").to_numpy(dtype=float), np.nan)
             F[:, col["is_family_sub"]] = np.where(has, (ct == "family_sub").to_numpy(dtype=float), np.nan)
     # ---------------- station
-    sg = _Groups(_codes(sub["station_id"].astype(str).to_numpy()), t)
+    sg = _Groups(station_c, t)
     sj = np.arange(len(sg.order))
     s_lo1 = sg.lo(HOUR)
     s_lo24 = sg.lo(STATION_KEEP)
@@ -961,15 +985,13 @@ def features_many(df: Any, config: FeatureConfig = DEFAULT_CONFIG) -> Any:
         sg.scatter(F, col[name], vals)
     # ---------------- terminal
     if _present(sub, "terminal_id"):
-        term = sub["terminal_id"]
-        tp = term.notna().to_numpy()
-        tg = _Groups(_codes(np.where(tp, term.astype(str), None)), t)
+        term_c = _col_codes(sub, "terminal_id")
+        tg = _Groups(term_c, t)
         tj = np.arange(len(tg.order))
         t_lo10, t_lo1, t_lo24 = tg.lo(600.0), tg.lo(HOUR), tg.lo(STATION_KEEP)
         TNC = tg.prefix(new_station.astype(np.int64))
         TRC = tg.prefix((amount_round == 2.0).astype(np.int64))
-        pk = np.where(tp, term.astype(str) + "\x1f" + sub["card_id"].astype(str), None)
-        pg = _Groups(_codes(pk), t)
+        pg = _Groups(_pair(term_c, card_c), t)
         same = np.full(n, np.nan)
         same[pg.order] = np.arange(len(pg.order)) - pg.lo(HOUR)
         n1 = tj - t_lo1
@@ -981,13 +1003,11 @@ def features_many(df: Any, config: FeatureConfig = DEFAULT_CONFIG) -> Any:
             tg.scatter(F, col[name], vals)
     # ---------------- device
     if _present(sub, "device_id"):
-        dev = sub["device_id"]
-        dp = dev.notna().to_numpy()
-        dg = _Groups(_codes(np.where(dp, dev.astype(str), None)), t)
+        dev_c = _col_codes(sub, "device_id")
+        dg = _Groups(dev_c, t)
         dj = np.arange(len(dg.order))
         dn = dj - dg.lo(DEVICE_KEEP)
-        pk = np.where(dp, dev.astype(str) + "\x1f" + sub["card_id"].astype(str), None)
-        pg = _Groups(_codes(pk), t)
+        pg = _Groups(_pair(dev_c, card_c), t)
         same = np.full(n, np.nan)
         same[pg.order] = np.arange(len(pg.order)) - pg.lo(DEVICE_KEEP)
         dg.scatter(F, col["dev_n_30d"], dn)
@@ -1000,7 +1020,7 @@ def features_many(df: Any, config: FeatureConfig = DEFAULT_CONFIG) -> Any:
 def _split(value: Any) -> frozenset[str]:
     if isinstance(value, frozenset | set | list | tuple):
         return frozenset(str(v) for v in value)
-    return frozenset(s for s in str(value).split("|") if s)
+    return frozenset(s.strip() for s in str(value).replace(",", "|").split("|") if s.strip())
 
 
 def profile_from_row(row: Mapping[str, Any]) -> CardProfile | None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fuelcard.features import FEATURE_INDEX, FEATURE_NAMES
+from fuelcard.features import FEATURE_INDEX, FEATURE_NAMES, FeatureConfig
 from models.fraud.compiled import CompiledForest, TreeArrays
 from models.registry import Registry, RegistryError
 
@@ -65,6 +65,13 @@ class FraudModel:
         _, c = self._forest.contributions(x)
         order = sorted(range(len(c)), key=c.__getitem__, reverse=True)[:k]
         return [(self.features[i], x[self._columns[i]], c[i] * self.calib_a) for i in order if c[i] > 0.0]
+
+    def feature_config(self) -> FeatureConfig:
+        """The feature parameters the model was trained with (label delay, local-time offset): build the
+        :class:`~fuelcard.features.FeatureEngine` that feeds this model with it."""
+        w = self.metadata.get("data_window", {})
+        return FeatureConfig(label_delay_days=float(w.get("label_delay_days", 7.0)),
+                             tz_offset_hours=float(w.get("tz_offset_hours", 8.0)))
 
     # ---------------------------------------------------------------- batch
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
