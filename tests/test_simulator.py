@@ -153,6 +153,8 @@ def test_fraud_scenarios_have_their_signature_and_genuine_rows_do_not(sim):
     outside = dist > fl.geofence_radius_km.to_numpy()
     assert outside[(fl.scenario == "fleet_geofence").to_numpy()].all()
     assert not outside[(fl.is_fraud == 0).to_numpy()].any()
+    genuine_fleet = tx[(tx.is_fraud == 0) & tx.fleet_id.notna()].merge(fleets[["fleet_id", "per_tx_limit_fen"]])
+    assert (genuine_fleet.amount_fen <= genuine_fleet.per_tx_limit_fen).all()
     allowed = np.array([p in a.split(",") for p, a in zip(fl["product"], fl["allowed_products"], strict=True)])
     assert not allowed[(fl.scenario == "fleet_product").to_numpy()].any()
     assert allowed[(fl.is_fraud == 0).to_numpy()].all()

@@ -46,7 +46,7 @@ def simulate(config: SimConfig | None = None, *, progress: bool = False) -> dict
         if k < len(_STAGES):
             bar.set_postfix_str(_STAGES[k])
 
-    net = geo.build_network(_rng(cfg.seed, 1), cfg.stations, cfg.start, own_elasticity=market.OWN_ELASTICITY,
+    net = geo.build_network(_rng(cfg.seed, 1), cfg.stations, cfg.start,
                             gap_base=market.GAP_BASE, gap_per_competitor=market.GAP_PER_COMPETITOR,
                             gap_max=market.GAP_MAX)
     step("network")

@@ -88,8 +88,8 @@ class Network:
     terminal_ids: np.ndarray  # object array of all terminal ids
 
 
-def build_network(rng: np.random.Generator, n_stations: int, start: date, *, own_elasticity: float,
-                  gap_base: float, gap_per_competitor: float, gap_max: float) -> Network:
+def build_network(rng: np.random.Generator, n_stations: int, start: date, *, gap_base: float,
+                  gap_per_competitor: float, gap_max: float) -> Network:
     """Place stations (urban/highway/rural), competitors, tanks; derive the true price-response per station."""
     c = city_arrays()
     n_urban = int(round(n_stations * 0.55))
@@ -200,7 +200,6 @@ def build_network(rng: np.random.Generator, n_stations: int, start: date, *, own
     offset = np.concatenate([[0], np.cumsum(terminals)[:-1]])
     term_ids = np.array([f"{station_id[s]}-T{k + 1:02d}" if k < terminals[s] - 1 else f"{station_id[s]}-POS"
                          for s in range(n_stations) for k in range(terminals[s])], dtype=object)
-    _ = own_elasticity
     return Network(stations=stations, competitors=competitors, tanks=tanks, comp_members=comp_members,
                    gap_coef=gap_coef, base_litres=base_litres, has_product=has_product, terminals=terminals,
                    terminal_offset=offset, terminal_ids=term_ids)

@@ -196,7 +196,7 @@ def build_population(rng: np.random.Generator, n_members: int, start: date, days
         "region": region[fleet_owner_idx], "home_lat": fleet_home[:, 0].round(6), "home_lon": fleet_home[:, 1].round(6),
         "geofence_radius_km": radius,
         "allowed_products": [",".join(("92", "95", "98", "diesel")[p] for p in a) for a in allowed],
-        "per_tx_limit_fen": per_tx.astype("int64"), "daily_limit_fen": (per_tx * 2).astype("int64"),
+        "per_tx_limit_fen": per_tx.astype("int64"), "daily_limit_fen": (per_tx * 4).astype("int64"),
         "monthly_limit_fen": (per_tx * 40).astype("int64"), "member_id": member_ids[fleet_owner_idx],
     })
 
@@ -235,7 +235,7 @@ def build_population(rng: np.random.Generator, n_members: int, start: date, days
     sub_limit = rng.choice(np.array([80_000, 100_000, 150_000]), C)
     per_tx_card = np.where(card_type == "family_sub", sub_limit,
                            np.where(veh_fleet >= 0, per_tx[np.maximum(veh_fleet, 0)], 0))
-    monthly_card = np.where(card_type == "family_sub", sub_limit * 5,
+    monthly_card = np.where(card_type == "family_sub", sub_limit * 12,
                             np.where(veh_fleet >= 0, per_tx[np.maximum(veh_fleet, 0)] * 12, 0))
     issued_off = np.minimum(joined_off[card_member], rng.integers(10, 2000, C))
     issued = np.array([start - timedelta(int(x)) for x in issued_off], dtype=object)
