@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,8 +41,6 @@ def simulate_cmd(
     parent = target.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    import os
-
     if not os.access(parent, os.W_OK | os.X_OK):
         raise CliError(f"--out: cannot write to {parent}")
     started = time.perf_counter()
