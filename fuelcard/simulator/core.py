@@ -164,6 +164,9 @@ def truth(cfg: SimConfig, net: geo.Network, mk: market.Market, pop: people.Popul
             "formula": "price_response[s,p,d] = own_elasticity*ln(price/guide_price[p,d]) + gap_coef[s]*"
                        "ln(price/mean competitor price within 3 km); gap term 0 where no competitor within 3 km",
             "own_elasticity": market.OWN_ELASTICITY,
+            "card_thin_cap": activity.PRICE_THIN_CAP,
+            "card_fills": "card fills are thinned by min(1, exp(price_response - card_thin_cap)); walk-in volume is "
+                          "multiplied by exp(price_response)",
             "gap_coef_rule": f"-min({market.GAP_BASE} + {market.GAP_PER_COMPETITOR}*competitors_3km, "
                              f"{market.GAP_MAX}); 0 if competitors_3km == 0",
             "gap_coef": {sid: float(c) for sid, c in zip(st["station_id"], net.gap_coef, strict=True)},
