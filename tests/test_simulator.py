@@ -271,3 +271,20 @@ def test_calendar_helpers_cover_fallback_years():
     assert cal["is_holiday"].tolist() == [False, False, True, False, False]
     ts = pd.Series(pd.to_datetime(["2026-01-01T23:30:00Z"]))
     assert sim_calendar.local_time(ts).dt.hour.iloc[0] == 7
+
+
+def test_transactions_validate_as_typed_events(sim):
+    from fuelcard import events as ev
+
+    tx = sim["transactions.parquet"]
+    sample = pd.concat([tx.sample(300, random_state=0), tx[tx.is_fraud == 1]])
+    for r in sample.itertuples(index=False):
+        ev.Authorisation(tx_id=r.tx_id, ts=r.ts.to_pydatetime(), card_id=r.card_id, station_id=r.station_id,
+                         product=r.product, amount_fen=int(r.amount_fen), litres=float(r.litres) or None,
+                         terminal_id=r.terminal_id, device_id=r.device_id, lat=r.lat, lon=r.lon, region=r.region)
+        if r.status in ("captured", "refunded"):
+            assert r.capture_ts >= r.ts
+            ev.Capture(tx_id=r.tx_id, ts=r.capture_ts.to_pydatetime(), card_id=r.card_id, station_id=r.station_id,
+                       product=r.product, amount_fen=int(r.amount_fen), litres=float(r.litres), member_id=r.member_id)
+        else:
+            assert pd.isna(r.capture_ts) and r.litres == 0
