@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -51,10 +52,16 @@ class RedactingFilter(logging.Filter):
             message = str(record.msg)
         clean = redact(message, self.secrets)
         record.msg, record.args = clean, None
+        if getattr(record, "_redacted", False):
+            return True
         if record.exc_info and record.exc_info[1] is not None:
-            # Exception text can carry request values: keep the type, drop the message and traceback locals.
-            record.exc_text = f"{type(record.exc_info[1]).__name__}: [details suppressed]"
+            # Exception messages can carry request values: keep the traceback, redacted like the message.
+            text = "".join(traceback.format_exception(*record.exc_info))
+            record.exc_text = redact(text.rstrip("\n"), self.secrets)
             record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text, self.secrets)
+        record._redacted = True  # type: ignore[attr-defined]
         return True
 
 
@@ -64,6 +71,7 @@ LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "fastapi", "serving
 def install_log_filter(secrets: Iterable[str] = ()) -> RedactingFilter:
     """Attach one :class:`RedactingFilter` to the root and server loggers and their handlers (idempotent)."""
     flt = RedactingFilter(secrets)
+    _install_factory(flt)
     for name in LOGGERS:
         logger = logging.getLogger(name)
         for old in [f for f in logger.filters if isinstance(f, RedactingFilter)]:
@@ -74,6 +82,26 @@ def install_log_filter(secrets: Iterable[str] = ()) -> RedactingFilter:
                 handler.removeFilter(old)
             handler.addFilter(flt)
     return flt
+
+
+_FACTORY_STATE: dict[str, Any] = {}
+
+
+def _install_factory(flt: RedactingFilter) -> None:
+    """Redact every log record of the process when it is created, whichever logger or handler it goes to
+    (filters on loggers do not see records propagated from child loggers; the record factory does)."""
+    _FACTORY_STATE["filter"] = flt
+    if "base" in _FACTORY_STATE:
+        return
+    base = logging.getLogRecordFactory()
+    _FACTORY_STATE["base"] = base
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = base(*args, **kwargs)
+        _FACTORY_STATE["filter"].filter(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
 
 
 PII_FIELDS = {"phone_enc": ("phone", mask_phone), "id_number_enc": ("id_number", mask_id_number)}

@@ -146,6 +146,14 @@ class RiskService:
             log.warning("risk service: %s", self.last_error)
 
     def _on_decision(self, raw: bytes) -> None:
+        if raw[:1] == b"[":  # an envelope of decisions (streamed, batched authorisations)
+            try:
+                items = orjson.loads(raw)
+            except Exception:  # noqa: BLE001
+                return
+            for d in items:
+                self._on_decision(orjson.dumps(d))
+            return
         try:
             tx_id = orjson.loads(raw)["tx_id"]
         except Exception:  # noqa: BLE001

@@ -111,7 +111,7 @@ def replay_points(wh: Any, tx: pd.DataFrame, members: pd.DataFrame, redemptions:
     return wh.insert_df("fact_points_ledger", pd.DataFrame(rows)) if rows else 0
 
 
-def build_env(root: str | Path, *, seed: int = 5, days: int = 60, stations: int = 12, members: int = 600,
+def build_env(root: str | Path, *, seed: int = 5, days: int = 45, stations: int = 8, members: int = 300,
               kinds: tuple[str, ...] = ("churn", "pricing", "demand", "sites"), progress: bool = False) -> Env:
     """Simulate, load, replay and train under ``root`` (a fresh directory). Returns the :class:`Env`."""
     from fuelcard.commands import train_jobs as tj
