@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fuelcard.simulator import SimConfig, simulate, write
 
-CONFIG = SimConfig(seed=7, days=100, stations=300, members=45_000)
+CONFIG = SimConfig(seed=7, days=100, stations=300, members=50_000)
 
 
 def run(seconds: float | None = None) -> dict:

@@ -11,6 +11,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from fuelcard.simulator.geo import REGIONS, Network, to_xy
+from fuelcard.simulator.ids import seq_ids
 from fuelcard.simulator.market import PRE_HOLIDAY_EFFECT, WEEKDAY_EFFECT, Market
 from fuelcard.simulator.people import FADE_DAYS, FADE_FLOOR, TIER_POINTS_MULTIPLIER, Population
 
@@ -289,7 +290,7 @@ def recharges(rng: np.random.Generator, pop: Population, tx: TxArrays, start: da
     all_batch = np.concatenate([batch, *f_batch]) if f_batch else batch
     order = np.lexsort((all_idx, all_ts))
     return pd.DataFrame({
-        "recharge_id": [f"R{k + 1:08d}" for k in range(len(order))],
+        "recharge_id": seq_ids("R", len(order), 8),
         "ts": pd.to_datetime(all_ts[order], unit="us", utc=True).astype("datetime64[us, UTC]"),
         "card_id": card_ids[all_idx[order]], "amount_fen": all_amt[order].astype(np.int64),
         "batch_id": all_batch[order],
@@ -314,7 +315,7 @@ def redemptions(rng: np.random.Generator, pop: Population, tx: TxArrays, start: 
     items = np.array(["car_wash_voucher", "shop_coupon_20", "fuel_discount_50", "gift"], dtype=object)
     order = np.lexsort((idx, ts))
     return pd.DataFrame({
-        "redemption_id": [f"P{k + 1:08d}" for k in range(len(order))],
+        "redemption_id": seq_ids("P", len(order), 8),
         "ts": pd.to_datetime(ts[order], unit="us", utc=True).astype("datetime64[us, UTC]"),
         "member_id": pop.members["member_id"].to_numpy()[idx[order]], "points": pts[order],
         "item": items[rng.integers(0, len(items), len(order))],

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from fuelcard.simulator import activity, fraud, geo, market, ops, people
 from fuelcard.simulator.activity import STATUSES, TxArrays
 from fuelcard.simulator.config import FILES, SCENARIOS, SimConfig
+from fuelcard.simulator.ids import seq_ids
 
 PRODUCT_NAMES = np.array(geo.PRODUCTS, dtype=object)
 _STAGES = ("network", "market", "members", "fills", "fraud", "operations", "loyalty", "tables")
@@ -107,7 +108,7 @@ def transactions_frame(tx: TxArrays, net: geo.Network, pop: people.Population, n
     cap_us = np.where(t.capture_delay_us < 0, -1, t.ts_us + t.capture_delay_us)
     scen_names = np.array(["", *SCENARIOS], dtype=object)
     return pd.DataFrame({
-        "tx_id": [f"T{k:010d}" for k in range(1, n + 1)],
+        "tx_id": seq_ids("T", n, 10),
         "ts": _utc(t.ts_us), "capture_ts": _utc(cap_us),
         "card_id": pop.cards["card_id"].to_numpy()[t.card],
         "member_id": pop.members["member_id"].to_numpy()[pop.card_member[t.card]],

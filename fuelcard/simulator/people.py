@@ -22,6 +22,7 @@ from fuelcard.simulator.geo import (
     scatter,
     to_xy,
 )
+from fuelcard.simulator.ids import seq_ids
 
 TIERS: tuple[str, ...] = ("standard", "silver", "gold", "diamond")
 TIER_POINTS_MULTIPLIER = {"standard": 1.0, "silver": 1.2, "gold": 1.5, "diamond": 2.0}
@@ -77,9 +78,11 @@ def id_numbers(rng: np.random.Generator, regions: np.ndarray, start: date) -> np
     hi = np.array([_AREA[r][1] for r in regions])
     area = lo + (rng.random(n) * (hi - lo)).astype(int)
     birth = np.datetime64(start) - rng.integers(18 * 365, 70 * 365, n).astype("timedelta64[D]")
-    ymd = pd.DatetimeIndex(birth).strftime("%Y%m%d").to_numpy()
+    month = birth.astype("datetime64[M]")
+    ymd = ((month.astype("datetime64[Y]").astype(np.int64) + 1970) * 10000
+           + (month.astype(np.int64) % 12 + 1) * 100 + (birth - month.astype("datetime64[D]")).astype(np.int64) + 1)
     seq = rng.integers(0, 1000, n)
-    body = [f"{a:06d}{b}{s:03d}" for a, b, s in zip(area, ymd, seq, strict=True)]
+    body = [f"{a:06d}{b:08d}{s:03d}" for a, b, s in zip(area, ymd, seq, strict=True)]
     digits = np.frombuffer("".join(body).encode(), dtype=np.uint8).reshape(n, 17) - ord("0")
     check = _ID_CHECK[(digits * _ID_WEIGHTS).sum(axis=1) % 11]
     return np.array([b + c for b, c in zip(body, check, strict=True)], dtype=object)
@@ -305,7 +308,7 @@ def complaint_events(rng: np.random.Generator, members: pd.DataFrame, churn_day:
     order = np.argsort(ts.to_numpy(), kind="stable")
     cats = np.array(["price", "service", "queue", "app", "fuel_quality", "billing"], dtype=object)
     return pd.DataFrame({
-        "complaint_id": [f"K{k + 1:07d}" for k in range(len(idx))],
+        "complaint_id": seq_ids("K", len(idx), 7),
         "ts": ts[order].astype("datetime64[us, UTC]"),
         "member_id": members["member_id"].to_numpy()[idx][order],
         "category": cats[rng.choice(len(cats), len(idx), p=[0.3, 0.25, 0.15, 0.12, 0.08, 0.1])],
