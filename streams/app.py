@@ -30,7 +30,7 @@ from typing import Any
 
 import faust
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from fuelcard import points as pts
 from fuelcard.events import Authorisation, Cancel, Capture, Decision, Outcome, Refund
@@ -42,6 +42,7 @@ from streams.sinks import NullSink, Sink
 
 log = logging.getLogger(__name__)
 
+_AUTH_LIST: TypeAdapter[list[Authorisation]] = TypeAdapter(list[Authorisation])
 _PAYMENT_KINDS: dict[str, type] = {"capture": Capture, "cancel": Cancel, "refund": Refund}
 
 
@@ -220,41 +221,77 @@ def create_app(cfg: StreamConfig) -> StreamApp:
         # Straight to the driver's producer: Faust's send_soon buffer publishes one message at a time, and
         # Topic.send defers to the source event's ack. We wait for delivery before the batch is acked, so a
         # committed offset always means its decisions, changelog and ledger records are in Kafka.
-        producer = app.producer
-        futs = [await producer.send(t, k, v, p, None, None) for t, k, v, p in out]
+        # The driver's aiokafka producer itself: Faust's wrapper adds sensor bookkeeping per message.
+        producer = app.producer._ensure_producer()  # noqa: SLF001
+        futs = [await producer.send(t, v, key=k, partition=p) for t, k, v, p in out]
         out.clear()
         if futs:
             await asyncio.gather(*futs)
 
     sa.publish = publish
 
-    def dead_letter(event: Any, exc: BaseException, agent: str, out: Outbox) -> None:
+    def dead_letter(event: Any, exc: BaseException, agent: str, out: Outbox, raw: bytes | None = None) -> None:
         stats["dead_letters"] += 1
         msg = event.message
-        raw = event.value if isinstance(event.value, bytes) else str(event.value).encode()
+        if raw is None:
+            raw = event.value if isinstance(event.value, bytes) else str(event.value).encode()
         out.append((dlq, msg.key if isinstance(msg.key, bytes) else None,
                     dead_letter_payload(reason=_reason(exc), raw=raw, topic=msg.topic, partition=msg.partition,
                                         offset=msg.offset, agent=agent), None))
 
     decisions, review = T.DECISIONS.name(cfg.prefix), T.REVIEW.name(cfg.prefix)
 
-    def decide_event(event: Any, out: Outbox) -> Decision | None:
-        auth = Authorisation.model_validate_json(event.value)
+    # Decoded card records by key, valid while the table still holds the very bytes object we wrote: this agent
+    # is the only writer, so the state is decoded once per card (after recovery) instead of once per event.
+    decoded: dict[bytes, tuple[bytes, CardRecord]] = {}
+
+    def decide_auth(event: Any, auth: Authorisation, out: Outbox, bodies: list[bytes] | None) -> None:
         key = auth.card_id.encode()
-        rec = load_record(card_state.data.get(key))
+        raw = card_state.data.get(key)
+        hit = decoded.get(key)
+        rec = hit[1] if hit is not None and hit[0] is raw else load_record(raw, engine)
         if rec is not None and rec.seen(auth.tx_id):
             stats["duplicates"] += 1  # redelivery: the effect already happened
-            return None
+            return
+        decoded.pop(key, None)  # the engine may mutate the state in place; re-cached below on success
         state, decision = engine.decide(rec.state if rec else None, auth)
-        _table_put(card_state, event, key, dump_record((rec or CardRecord(None)).advance(state, auth.tx_id)), out)
+        new = (rec or CardRecord(None)).advance(state, auth.tx_id)
+        new_raw = dump_record(new, engine)
+        _table_put(card_state, event, key, new_raw, out)
+        decoded[key] = (new_raw, new)
         body = decision.model_dump_json().encode()
-        out.append((decisions, key, body, None))
+        if bodies is None:
+            out.append((decisions, key, body, None))
+        else:
+            bodies.append(body)
         if decision.outcome == Outcome.REVIEW:
             out.append((review, key, body, None))
         stats["decided"] += 1
         for cb in sa.on_decision:
             cb(decision)
-        return decision
+
+    def decide_event(event: Any, out: Outbox) -> None:
+        """One record: a single authorisation (JSON object) or an envelope (JSON array) of authorisations that
+        the producer grouped by partition. Decisions of an envelope go out as one envelope on the same
+        partition number of the decisions topic; a bad item is dead-lettered alone."""
+        raw = event.value
+        if raw[:1] != b"[":
+            decide_auth(event, Authorisation.model_validate_json(raw), out, None)
+            return
+        bodies: list[bytes] = []
+        try:
+            auths: list[Any] = _AUTH_LIST.validate_json(raw)  # whole envelope in one pass (fast path)
+        except ValidationError:
+            auths = orjson.loads(raw)  # some item is bad: validate one by one below
+        for item in auths:
+            try:
+                auth = item if isinstance(item, Authorisation) else Authorisation.model_validate(item)
+                decide_auth(event, auth, out, bodies)
+            except Exception as exc:  # noqa: BLE001 - one bad item must not lose the others
+                bad = orjson.dumps(item) if not isinstance(item, Authorisation) else item.model_dump_json().encode()
+                dead_letter(event, exc, "risk", out, raw=bad)
+        if bodies:
+            out.append((decisions, None, b"[" + b",".join(bodies) + b"]", event.message.partition))
 
     if "risk" in cfg.agents:
         @app.agent(tps[T.AUTHORISATIONS.suffix], name="risk")
@@ -331,9 +368,9 @@ def create_app(cfg: StreamConfig) -> StreamApp:
                 for event in batch:
                     try:
                         row = orjson.loads(event.value)
-                        if not isinstance(row, dict):
-                            raise ValueError("payload is not a JSON object")
-                        groups.setdefault(kind_of[event.message.topic], []).append(row)
+                        rows_ = row if isinstance(row, list) else [row]  # envelopes carry several rows
+                        groups.setdefault(kind_of[event.message.topic], []).extend(
+                            r for r in rows_ if isinstance(r, dict))
                     except Exception:  # noqa: BLE001, S112 - the source agents dead-letter bad events already
                         continue
                 for kind, rows in groups.items():

@@ -67,6 +67,14 @@ class CoreRiskEngine:
         rules, model = self._current()
         return new_state, self._score_one(vec, model, rules, tx=tx)
 
+    def dump_state(self, state: Any) -> Any:
+        """JSON-ready form of a card state (for the table's changelog)."""
+        return state.to_dict()
+
+    def load_state(self, d: Any) -> Any:
+        """Inverse of :meth:`dump_state`."""
+        return self._features.CardState.from_dict(d)
+
     def decide_degraded(self, auth: Authorisation) -> Decision:
         """Rules only, on the authorisation alone (no card history, no model): marked ``degraded``."""
         tx = self._features.tx_from_event(auth)

@@ -21,6 +21,8 @@ from datetime import UTC, datetime, timedelta
 from time import perf_counter
 from typing import Any, Protocol
 
+import orjson
+
 from fuelcard.events import FUELS, Authorisation, Contribution, Decision, Outcome
 
 RECENT_TX_IDS = 64
@@ -42,15 +44,26 @@ class CardRecord:
         return CardRecord(state, (*self.recent[-(RECENT_TX_IDS - 1):], tx_id))
 
 
-def dump_record(rec: CardRecord) -> bytes:
-    """Serialise a card record for the table / changelog."""
+def dump_record(rec: CardRecord, engine: Any = None) -> bytes:
+    """Serialise a card record for the table / changelog.
+
+    Engines that can turn their state into JSON (``dump_state``/``load_state``) get a compact orjson record;
+    anything else is pickled.
+    """
+    if engine is not None and hasattr(engine, "dump_state"):
+        return orjson.dumps({"s": engine.dump_state(rec.state) if rec.state is not None else None,
+                             "r": rec.recent})
     return pickle.dumps(rec, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def load_record(raw: bytes | None) -> CardRecord | None:
+def load_record(raw: bytes | None, engine: Any = None) -> CardRecord | None:
     """Inverse of :func:`dump_record` (None for a card never seen)."""
     if not raw:
         return None
+    if raw[:1] == b"{":
+        d = orjson.loads(raw)
+        state = engine.load_state(d["s"]) if d["s"] is not None and engine is not None else d["s"]
+        return CardRecord(state, tuple(d["r"]))
     # Only our own changelog topic is ever read here (same trust domain as the code itself).
     return pickle.loads(raw)  # noqa: S301
 

@@ -129,3 +129,16 @@ def test_points_request_json_roundtrip_rejects_garbage():
     with pytest.raises(ValueError):
         points_request_from_json(orjson.dumps({"kind": "accrual", "request_id": "x", "ts": "2026-01-01T00:00:00",
                                                "account_id": "a"}))
+
+
+async def test_envelope_of_authorisations_is_decided_item_by_item(built):
+    sa, sent = built
+    bad = orjson.dumps({"kind": "authorisation", "tx_id": "bad"})
+    env = b"[" + b",".join([_auth("e1", card="c1"), bad, _auth("e2", card="c2")]) + b"]"
+    async with sa.agents["risk"].test_context() as agent:
+        await agent.put(env, key=None)
+        await agent.put(b"[" + _auth("e3", card="c3") + b"]", key=None)
+    envelopes = [orjson.loads(v) for t, k, v, p in sent if t == "t.decisions"]
+    assert [[d["tx_id"] for d in e] for e in envelopes] == [["e1", "e2"], ["e3"]]
+    dead = _to(sent, "t.dead-letters")
+    assert len(dead) == 1 and orjson.loads(dead[0]["raw"])["tx_id"] == "bad"
