@@ -524,27 +524,89 @@ def _predict_demand(model: Any, frame: pd.DataFrame) -> np.ndarray:
 
 
 def train_fraud(ctx: TrainContext) -> TrainResult:
-    """Fraud model (the fraud engineer's API) on labelled transactions old enough for their labels."""
-    from models import fraud
+    """Fraud model through the fraud engineer's backtest protocol: causal features over the window, train on
+    labels at least ``label_delay_days`` older than the last ``fraud_test_days`` before the cut-off, score
+    those days out of time (the metrics), register the model."""
+    import tempfile
 
-    fn = getattr(fraud, "train_fraud_model", None)
-    if fn is None:
-        raise JobError("fraud: models.fraud has no train_fraud_model(...) yet")
-    ctx.progress("fraud: reading transactions")
-    tx = ctx.read("transactions")
-    out = fn(tx, as_of=pd.Timestamp(ctx.as_of), seed=ctx.seed)
-    model, metrics = out[0], out[1]
-    flat = {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
-    sample = tx.tail(200).reset_index(drop=True)
+    from models.fraud import metrics as fmetrics
+    from models.fraud import train as ftrain
+
+    test_days = int(ctx.options.get("fraud_test_days", 14))
+    delay = float(ctx.options.get("label_delay_days", 7))
+    since = max(ctx.since, ctx.as_of - timedelta(days=int(ctx.options.get("fraud_window_days", 90))))
+    ctx.progress("fraud: reading transactions and card master data")
+    tx = ctx.read("transactions", since=since)
+    if tx.empty:
+        raise JobError(f"fraud: no transactions before {ctx.as_of}")
+    if "amount" not in tx and "amount_fen" in tx:
+        tx["amount"] = tx["amount_fen"] / 100.0
+    if "status" in tx and "version" in tx:
+        tx = tx.sort_values("version").drop_duplicates("tx_id", keep="first")  # the authorisation row
+    prepared = ftrain.prepare_transactions(tx)
+    with tempfile.TemporaryDirectory(prefix="fuelcard-master-") as tmp:
+        for name in ("cards", "vehicles", "fleets"):
+            df = ctx.source.read(name)
+            if len(df):
+                if "allowed_products" in df:
+                    df = df.assign(allowed_products=df["allowed_products"].map(
+                        lambda v: ",".join(map(str, v)) if isinstance(v, list | tuple | np.ndarray) else v))
+                df.to_parquet(Path(tmp) / f"{name}.parquet", index=False)
+        prepared = ftrain.attach_master_data(prepared, tmp)
+    test_start = ctx.as_of - timedelta(days=test_days)
+    ctx.progress(f"fraud: features + training on {len(prepared):,} transactions")
+    res = ftrain.backtest(prepared, train_start=since, train_end=test_start - timedelta(days=1),
+                          test_start=test_start, test_end=ctx.as_of - timedelta(days=1),
+                          label_delay_days=delay, seed=ctx.seed or 7, prepared=True,
+                          # One LightGBM thread: with 2 threads on a busy 2-core machine OpenMP spinning made
+                          # the same fit 6x slower (215 s vs 34 s measured).
+                          params=ftrain.TrainParams(seed=ctx.seed or 7,
+                                                    num_threads=int(ctx.options.get("n_threads", 1))))
+    model = res.model
+    summary = fmetrics.summarize(res.test, res.scores["score"].to_numpy(),
+                                 review_threshold=model.review_threshold, decline_threshold=model.decline_threshold)
+    metrics = _flatten(summary)
+    sample = res.test.tail(300).drop(columns=["is_fraud"], errors="ignore").reset_index(drop=True)
 
     def save(d: Path) -> None:
         model.save(d)
+        res.scores.to_csv(d / "test_scores.csv", index=False)
         sample.to_parquet(d / "contract_sample.parquet", index=False)
 
-    return TrainResult(kind="fraud", model=model, save=save, metrics=flat, params={"seed": ctx.seed},
-                       features=list(getattr(model, "features", [])), sample=sample,
-                       data_window={"start": str(ctx.since), "end": str(ctx.as_of)},
-                       fingerprint_inputs={"rows": len(tx)})
+    return TrainResult(kind="fraud", model=model, save=save, metrics=metrics,
+                       params={"label_delay_days": delay, "test_days": test_days,
+                               "review_threshold": model.review_threshold,
+                               "decline_threshold": model.decline_threshold},
+                       features=list(model.features), sample=sample,
+                       data_window={"start": str(since), "end": str(ctx.as_of), "test_start": str(test_start),
+                                    "rows": len(prepared)},
+                       fingerprint_inputs={"rows": len(prepared), "frauds": float(np.nansum(prepared["is_fraud"]))})
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}_"))
+        elif isinstance(v, int | float | str | bool | np.integer | np.floating):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _load_fraud(path: Path) -> Any:
+    from models.fraud import FraudModel
+
+    return FraudModel.load(path)
+
+
+def _predict_fraud(model: Any, frame: pd.DataFrame) -> np.ndarray:
+    """Causal features of the rows (as one history), then the calibrated score of each."""
+    from fuelcard.features import FeatureConfig, features_many
+
+    f = frame.copy()
+    if "is_fraud" not in f:
+        f["is_fraud"] = np.nan
+    return np.asarray(model.score_many(features_many(f, FeatureConfig())), dtype=float)
 
 
 def _generic_load(module: str) -> Callable[[Path], Any]:
@@ -594,8 +656,9 @@ SPECS: dict[str, ModelSpec] = {
                         optional_columns=("id",), available=_has("models.demand", "DemandModel")),
     "sites": ModelSpec("sites", train_sites, _load_sites, _predict_sites, (0.0, 1.0),
                        optional_columns=("lat",)),
-    "fraud": ModelSpec("fraud", train_fraud, _generic_load("models.fraud"), _generic_predict, (0.0, 1.0),
-                       available=_has("models.fraud", "train_fraud_model")),
+    "fraud": ModelSpec("fraud", train_fraud, _load_fraud, _predict_fraud, (0.0, 1.0),
+                       optional_columns=("terminal_id", "device_id", "litres", "lat", "lon", "product", "region"),
+                       available=_has("models.fraud.train", "backtest")),
 }
 
 
@@ -609,11 +672,14 @@ def fingerprint(ctx: TrainContext, kind: str, extra: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class JobOutcome:
+    """What :func:`run_job` did: the version, whether it was new, the time taken, the metrics."""
+
     kind: str
     version: str
     created: bool
     seconds: float
     metrics: dict[str, Any]
+    result: TrainResult | None = None
 
 
 def run_job(ctx: TrainContext, kind: str, *, promote: bool = True, force: bool = False) -> JobOutcome:
@@ -627,7 +693,7 @@ def run_job(ctx: TrainContext, kind: str, *, promote: bool = True, force: bool =
     existing = {m.version for m in ctx.registry.versions(kind)}
     if version in existing and not force:
         return JobOutcome(kind, version, False, time.perf_counter() - started,
-                          ctx.registry.meta(kind, version).metrics)
+                          ctx.registry.meta(kind, version).metrics, result)
     if version in existing:
         version = f"{version}-{datetime.now(UTC):%H%M%S}"
     seconds = time.perf_counter() - started
@@ -638,7 +704,7 @@ def run_job(ctx: TrainContext, kind: str, *, promote: bool = True, force: bool =
                           notes=f"fuelcard train {kind}")
     if ctx.warehouse is not None:
         record_version(ctx.warehouse, ctx.registry, kind, version, seconds=seconds)
-    return JobOutcome(kind, version, True, seconds, result.metrics)
+    return JobOutcome(kind, version, True, seconds, result.metrics, result)
 
 
 def record_version(wh: Any, registry: Registry, kind: str, version: str, *, seconds: float = 0.0) -> None:
