@@ -94,7 +94,10 @@ def run(seconds: float | None) -> dict:
         rows = 0
         for offset in range(0, total, CHUNK):
             n = min(CHUNK, total - offset)
-            tx = transactions(n, seed=offset, days=DAYS, stations=STATIONS, cards=CARDS, id_offset=offset)
+            # time-ordered chunks, as a historical load or the stream delivers them
+            start = pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=DAYS * offset / total)
+            tx = transactions(n, seed=offset, start=start, days=DAYS * n / total, stations=STATIONS, cards=CARDS,
+                              id_offset=offset)
             fact = transactions_to_fact(tx)
             dec = _decisions(tx, rng)
             pts = _points(tx)

@@ -21,12 +21,13 @@ def _ids(prefix: str, idx: np.ndarray, width: int) -> np.ndarray:
     return np.char.add(prefix, np.char.zfill(idx.astype(str), width)).astype(object)
 
 
-def transactions(n: int, *, seed: int = 0, start: str = "2026-01-01", days: int = 90, stations: int = 200,
-                 cards: int = 50_000, id_offset: int = 0) -> pd.DataFrame:
-    """``n`` purchases with every DATA.md ``transactions.parquet`` column (vectorised)."""
+def transactions(n: int, *, seed: int = 0, start: str | pd.Timestamp = "2026-01-01", days: float = 90,
+                 stations: int = 200, cards: int = 50_000, id_offset: int = 0) -> pd.DataFrame:
+    """``n`` purchases with every DATA.md ``transactions.parquet`` column (vectorised), in time order."""
     rng = np.random.default_rng(seed)
-    t0 = pd.Timestamp(start, tz="UTC").value // 1_000
-    ts_us = t0 + rng.integers(0, days * 86_400_000_000, n, dtype=np.int64)
+    t0 = pd.Timestamp(start).tz_localize("UTC").value // 1_000 if pd.Timestamp(start).tzinfo is None \
+        else pd.Timestamp(start).value // 1_000
+    ts_us = np.sort(t0 + rng.integers(0, int(days * 86_400_000_000), n, dtype=np.int64))
     station_idx = rng.integers(0, stations, n)
     card_idx = rng.integers(0, cards, n)
     product = PRODUCTS[rng.choice(6, n, p=[0.35, 0.3, 0.05, 0.2, 0.07, 0.03])]
