@@ -271,7 +271,7 @@ def time_dependent_auc(durations, events, prob, horizon: float) -> float:
     """
     d, e, p = (np.asarray(a, dtype=float) for a in (durations, events, prob))
     cases = (d <= horizon) & (e > 0)
-    controls = d > horizon
+    controls = (d > horizon) | ((d >= horizon) & (e <= 0))
     if cases.sum() == 0 or controls.sum() == 0:
         return float("nan")
     G = _km_censoring(d, e)
@@ -289,10 +289,11 @@ def brier_at(durations, events, prob, horizon: float) -> float:
     d, e, p = (np.asarray(a, dtype=float) for a in (durations, events, prob))
     G = _km_censoring(d, e)
     cases = (d <= horizon) & (e > 0)
-    controls = d > horizon
+    controls = (d > horizon) | ((d >= horizon) & (e <= 0))
     if cases.sum() + controls.sum() == 0:
         return float("nan")
-    total = np.sum((1 - p[cases]) ** 2 / G(d[cases] - 1e-9)) + np.sum(p[controls] ** 2 / G(np.array([horizon]))[0])
+    g_h = G(np.array([horizon - 1e-9]))[0]
+    total = np.sum((1 - p[cases]) ** 2 / G(d[cases] - 1e-9)) + np.sum(p[controls] ** 2 / g_h)
     return float(total / len(d))
 
 
@@ -502,7 +503,7 @@ def fit_churn_model(
     penalizers: tuple[float, ...] = (0.01, 0.1, 1.0),
     holdout: float = 0.25,
     seed: int = 0,
-    max_rows_compare: int = 20_000,
+    max_rows_compare: int = 8_000,
 ) -> ChurnModel:
     """Fit survival candidates (Cox PH and AFT Weibull/log-normal/log-logistic), compare them on a held-out
     split (time-dependent AUC at ``horizon``, ties broken by the IPCW Brier score), refit the winner on all
@@ -531,6 +532,12 @@ def fit_churn_model(
         m.params = {"kind": "km", "reason": "too few events or no covariates"}
         return m
 
+    # few events per covariate: start with a stronger ridge so small tables do not give 0/1 probabilities
+    p_cov = max(1, x.shape[1])
+    if n_events < 2 * p_cov:
+        penalizers = tuple(p for p in penalizers if p >= 1.0) or (1.0,)
+    elif n_events < 10 * p_cov:
+        penalizers = tuple(p for p in penalizers if p >= 0.1) or (0.1, 1.0)
     results: dict[str, dict[str, float]] = {}
     chosen = "cox"
     can_compare = len(frame) >= 60 and n_events >= 10 and (len(e) - n_events) >= 10 and len(candidates) > 1
@@ -591,6 +598,28 @@ def _day(s: pd.Series) -> pd.Series:
     return t.dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
 
 
+def _by_member(frame: pd.DataFrame):
+    return frame.groupby("member_id", observed=True)
+
+
+def prepare_transactions(transactions: pd.DataFrame) -> pd.DataFrame:
+    """Slim, typed view of purchases for feature building (captured only, ``member_id, day, amt, lit,
+    station_id``). Idempotent: an already prepared frame is returned as is, so jobs prepare once."""
+    if {"member_id", "day", "amt", "lit"}.issubset(transactions.columns):
+        return transactions
+    tx = transactions
+    if "status" in tx.columns:
+        tx = tx[tx["status"].astype(str) == "captured"]
+    tx = tx[tx["member_id"].notna()]
+    out = pd.DataFrame({"member_id": pd.Categorical(tx["member_id"].astype(str)), "day": _day(tx["ts"]).to_numpy()})
+    amount = tx["amount"] if "amount" in tx.columns else tx.get("amount_fen", pd.Series(0.0, index=tx.index)) / 100
+    out["amt"] = pd.to_numeric(amount, errors="coerce").fillna(0.0).to_numpy()
+    out["lit"] = pd.to_numeric(tx["litres"], errors="coerce").fillna(0.0).to_numpy() if "litres" in tx.columns else 0.0
+    if "station_id" in tx.columns:
+        out["station_id"] = tx["station_id"].astype(str).to_numpy()
+    return out
+
+
 def build_churn_features(
     transactions: pd.DataFrame,
     members: pd.DataFrame,
@@ -618,26 +647,18 @@ def build_churn_features(
     out = pd.DataFrame({"member_id": mem["member_id"].to_numpy()})
     out["tenure_days"] = (cutoff - joined).dt.days.to_numpy(dtype=float)
 
-    tx = transactions
-    if "status" in tx.columns:
-        tx = tx[tx["status"].astype(str).isin(["captured"])]
-    tx = tx[tx["member_id"].notna()].copy()
-    tx["member_id"] = tx["member_id"].astype(str)
-    tx["day"] = _day(tx["ts"])
+    tx = prepare_transactions(transactions)
     tx = tx[tx["day"] < cutoff]
-    amount = tx["amount"] if "amount" in tx.columns else tx.get("amount_fen", pd.Series(0.0, index=tx.index)) / 100
-    tx["amt"] = pd.to_numeric(amount, errors="coerce").fillna(0.0)
-    tx["lit"] = pd.to_numeric(tx["litres"], errors="coerce").fillna(0.0) if "litres" in tx.columns else 0.0
     recent = tx[tx["day"] >= cutoff - w]
     prev = tx[(tx["day"] >= cutoff - 2 * w) & (tx["day"] < cutoff - w)]
-    g_all = tx.groupby("member_id")
+    g_all = tx.pipe(_by_member)
     last = g_all["day"].max()
-    f90 = recent.groupby("member_id").size()
-    fprev = prev.groupby("member_id").size()
-    s90 = recent.groupby("member_id")["amt"].sum()
-    sprev = prev.groupby("member_id")["amt"].sum()
-    l90 = recent.groupby("member_id")["lit"].sum()
-    st90 = recent.groupby("member_id")["station_id"].nunique() if "station_id" in recent.columns else None
+    f90 = recent.pipe(_by_member).size()
+    fprev = prev.pipe(_by_member).size()
+    s90 = recent.pipe(_by_member)["amt"].sum()
+    sprev = prev.pipe(_by_member)["amt"].sum()
+    l90 = recent.pipe(_by_member)["lit"].sum()
+    st90 = recent.pipe(_by_member)["station_id"].nunique() if "station_id" in recent.columns else None
     mid = out["member_id"]
     out["recency_days"] = (cutoff - mid.map(last)).dt.days.astype(float)
     out["recency_days"] = out["recency_days"].fillna(out["tenure_days"].clip(lower=0).fillna(2 * window_days))
@@ -647,12 +668,31 @@ def build_churn_features(
     out["spend_90"] = mid.map(s90).fillna(0.0).to_numpy()
     out["spend_prev_90"] = mid.map(sprev).fillna(0.0).to_numpy()
     out["spend_trend"] = (out["spend_90"] - out["spend_prev_90"]) / (out["spend_prev_90"] + 100.0)
+    f30 = tx[tx["day"] >= cutoff - pd.Timedelta(days=30)].pipe(_by_member).size()
+    f_31_90 = tx[(tx["day"] >= cutoff - w) & (tx["day"] < cutoff - pd.Timedelta(days=30))].pipe(_by_member).size()
+    out["freq_30"] = mid.map(f30).fillna(0).astype(float).to_numpy()
+    rate_before = mid.map(f_31_90).fillna(0).astype(float).to_numpy() * 30.0 / max(1.0, window_days - 30.0)
+    # log change of the monthly fill rate: the fade-out before leaving shows up here first
+    out["log_trend_30"] = np.log((out["freq_30"] + 0.5) / (rate_before + 0.5))
+    out["log_freq_90"] = np.log1p(out["freq_90"])
     out["litres_90"] = mid.map(l90).fillna(0.0).to_numpy()
+    # member's fill-rate drift: least-squares slope of log(fills + 0.5) over six 30-day bins (per 30 days)
+    hist = tx[tx["day"] >= cutoff - pd.Timedelta(days=180)]
+    k = ((cutoff - hist["day"]).dt.days // 30).clip(upper=5)
+    counts = hist.groupby([hist["member_id"], 5 - k], observed=True).size().unstack(fill_value=0)
+    counts = counts.reindex(columns=range(6), fill_value=0)
+    logc = np.log(counts.to_numpy(dtype=float) + 0.5)
+    xs = np.arange(6) - 2.5
+    slope = pd.Series((logc * xs).sum(axis=1) / (xs**2).sum(), index=counts.index)
+    out["fill_trend_slope"] = mid.map(slope).fillna(0.0).to_numpy()
     out["avg_ticket"] = out["spend_90"] / out["freq_90"].where(out["freq_90"] > 0, np.nan)
     out["avg_ticket"] = out["avg_ticket"].fillna(0.0)
     out["distinct_stations_90"] = mid.map(st90).fillna(0).astype(float).to_numpy() if st90 is not None else 0.0
     tier = mem["tier"].astype(str).to_numpy() if "tier" in mem.columns else np.array(["standard"] * len(mem))
     out["tier"] = tier
+    if "fills_per_week" in mem.columns:
+        out["log_fills_per_week"] = np.log(pd.to_numeric(mem["fills_per_week"], errors="coerce").clip(lower=0.05)
+                                           ).to_numpy()
     if "price_sensitivity" in mem.columns:
         out["price_sensitivity"] = pd.to_numeric(mem["price_sensitivity"], errors="coerce").to_numpy()
     else:
@@ -663,26 +703,34 @@ def build_churn_features(
         c["member_id"] = c["member_id"].astype(str)
         c["day"] = _day(c["ts"])
         c = c[c["day"] < cutoff]
-        out["complaints_total"] = mid.map(c.groupby("member_id").size()).fillna(0).astype(float).to_numpy()
-        c90 = c[c["day"] >= cutoff - w].groupby("member_id").size()
+        out["complaints_total"] = mid.map(c.pipe(_by_member).size()).fillna(0).astype(float).to_numpy()
+        c90 = c[c["day"] >= cutoff - w].pipe(_by_member).size()
         out["complaints_90"] = mid.map(c90).fillna(0).astype(float).to_numpy()
     else:
-        out["complaints_total"] = 0.0
+        total = pd.to_numeric(mem["complaints"], errors="coerce") if "complaints" in mem.columns else None
+        out["complaints_total"] = total.fillna(0.0).to_numpy() if total is not None else 0.0
         out["complaints_90"] = 0.0
 
     # points: 1 point per yuan times the tier multiplier; points earned a year ago lapse in the next window
     mult = pd.Series(tier).str.lower().map(_TIER_MULT).fillna(1.0).to_numpy()
     exp_start = cutoff - pd.Timedelta(days=points_expiry_days)
-    lapsing = tx[(tx["day"] >= exp_start) & (tx["day"] < exp_start + w)].groupby("member_id")["amt"].sum()
+    lapsing = tx[(tx["day"] >= exp_start) & (tx["day"] < exp_start + w)].pipe(_by_member)["amt"].sum()
     pts = mid.map(lapsing).fillna(0.0).to_numpy() * mult
     if redemptions is not None and len(redemptions) and "points" in redemptions.columns:
         r = redemptions[redemptions["member_id"].notna()].copy()
         r["member_id"] = r["member_id"].astype(str)
         r["day"] = _day(r["ts"])
         r = r[(r["day"] >= exp_start) & (r["day"] < cutoff)]
-        used = mid.map(r.groupby("member_id")["points"].sum()).fillna(0.0).to_numpy()
+        used = mid.map(r.pipe(_by_member)["points"].sum()).fillna(0.0).to_numpy()
         pts = np.maximum(pts - used, 0.0)
+    if "opening_points" in mem.columns and "points_expire_date" in mem.columns:
+        # a balance carried in with a known expiry date: it lapses in the next window unless spent
+        exp_day = _day(mem["points_expire_date"])
+        soon = ((exp_day > cutoff) & (exp_day <= cutoff + w)).to_numpy()
+        opening = pd.to_numeric(mem["opening_points"], errors="coerce").fillna(0.0).to_numpy()
+        pts = pts + np.where(soon, opening, 0.0)
     out["points_expiring"] = pts
+    out["points_expiring_flag"] = (pts >= 1000).astype(float)
     return out
 
 
@@ -791,6 +839,7 @@ def train_member_churn(
     redemptions: pd.DataFrame | None = None,
     end: str | pd.Timestamp | None = None,
     horizon_days: int = 90,
+    landmarks: int = 3,
     seed: int = 0,
 ) -> tuple[ChurnModel, dict[str, Any], pd.DataFrame]:
     """The member churn job: train at landmark ``end - 2·horizon`` (labels to ``end - horizon``), evaluate
@@ -801,13 +850,23 @@ def train_member_churn(
     columns of :func:`segment_members`.
     """
     if end is None:
-        end = _day(transactions["ts"]).max() + pd.Timedelta(days=1)
+        end = prepare_transactions(transactions)["day"].max() + pd.Timedelta(days=1)
     end_ts = pd.Timestamp(end).normalize()
     h = pd.Timedelta(days=horizon_days)
     kw = {"complaints": complaints, "redemptions": redemptions}
+    transactions = prepare_transactions(transactions)
     l1, l2 = end_ts - 2 * h, end_ts - h
-    train = make_survival_frame(build_churn_features(transactions, members, as_of=l1, **kw), members,
-                                as_of=l1, end=l2)
+    # several landmarks, 30 days apart, all followed up only until l2: more events, no look-ahead
+    first_day = transactions["day"].min() if len(transactions) else l1
+    stack = []
+    for back in range(landmarks):
+        lm = l1 - pd.Timedelta(days=30 * back)
+        if back and lm - pd.Timedelta(days=horizon_days) < first_day:
+            break
+        part = make_survival_frame(build_churn_features(transactions, members, as_of=lm, **kw), members,
+                                   as_of=lm, end=l2)
+        stack.append(part)
+    train = pd.concat(stack, ignore_index=True)
     test = make_survival_frame(build_churn_features(transactions, members, as_of=l2, **kw), members,
                                as_of=l2, end=end_ts)
     model = fit_churn_model(train, duration_col="duration", event_col="event", horizon=horizon_days,

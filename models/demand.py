@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.common import load_artifact, save_artifact
+from models.common import coerce_numeric, load_artifact, save_artifact
 
 __all__ = [
     "DemandModel",
@@ -45,6 +45,7 @@ __all__ = [
     "mase",
     "regularize",
     "replenishment_plan",
+    "train_station_demand",
     "wape",
 ]
 
@@ -556,10 +557,38 @@ def forecast_series(
 
 
 # --------------------------------------------------------------------------------------------- many series
-def _prepare_frame(df: pd.DataFrame, date_col: str, value_col: str, id_col: str | None):
-    dates = pd.to_datetime(df[date_col], errors="coerce", utc=False)
+def parse_dates(raw: pd.Series) -> pd.Series:
+    """Parse a date column: ISO and common formats, timezone-aware timestamps (made naive), ``YYYYMMDD``
+    integers and plain years. Unparsable entries become NaT."""
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        dates = pd.to_datetime(raw)
+    elif pd.api.types.is_numeric_dtype(raw):
+        v = pd.to_numeric(raw, errors="coerce")
+        if v.dropna().between(19000101, 21001231).all():
+            dates = pd.to_datetime(v.astype("Int64").astype(str), format="%Y%m%d", errors="coerce")
+        elif v.dropna().between(1800, 2200).all():
+            dates = pd.to_datetime(v.astype("Int64").astype(str), format="%Y", errors="coerce")
+        else:
+            dates = pd.Series(pd.NaT, index=raw.index)
+    else:
+        text = raw.astype("string").str.strip()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dates = pd.to_datetime(text, errors="coerce")
+            if dates.isna().sum() > text.isna().sum():
+                alt = pd.to_datetime(text, errors="coerce", format="mixed")
+                dates = dates if alt.isna().sum() >= dates.isna().sum() else alt
+            if dates.isna().sum() > text.isna().sum():
+                utc = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
+                if utc.isna().sum() < dates.isna().sum():
+                    dates = utc
     if getattr(dates.dt, "tz", None) is not None:
-        dates = dates.dt.tz_localize(None)
+        dates = dates.dt.tz_localize(None)  # keep local wall-clock dates
+    return dates
+
+
+def _prepare_frame(df: pd.DataFrame, date_col: str, value_col: str, id_col: str | None):
+    dates = parse_dates(df[date_col])
     ids = df[id_col].astype(str) if id_col else pd.Series("__all__", index=df.index)
     return dates, ids
 
@@ -617,7 +646,9 @@ def forecast_frame(
         raise ValueError(f"column {date_col!r} has no dates")
     freq = infer_frequency(dates[dates.notna()], ids[dates.notna()])
     order = list(dict.fromkeys(ids.tolist()))
-    values = df[value_col]
+    values = coerce_numeric(df[value_col], min_share=0.0)
+    if values is None:
+        raise ValueError(f"column {value_col!r} has no numeric values")
     series: dict[str, pd.Series] = {}
     for key, idx in ids.groupby(ids, sort=False).groups.items():
         series[str(key)] = regularize(dates.loc[idx], values.loc[idx], freq)
@@ -665,10 +696,13 @@ def backtest_frame(
     """
     dates, ids = _prepare_frame(df, date_col, value_col, id_col)
     freq = infer_frequency(dates[dates.notna()], ids[dates.notna()])
+    values = coerce_numeric(df[value_col], min_share=0.0)
+    if values is None:
+        raise ValueError(f"column {value_col!r} has no numeric values")
     rows = []
     train_parts, tests = [], {}
     for key, idx in ids.groupby(ids, sort=False).groups.items():
-        s = regularize(dates.loc[idx], df[value_col].loc[idx], freq)
+        s = regularize(dates.loc[idx], values.loc[idx], freq)
         if len(s) <= horizon + 3:
             continue
         tests[str(key)] = s
@@ -857,6 +891,31 @@ def leak_alerts(
             i = j + 1
     return pd.DataFrame(rows, columns=["tank_id", "station_id", "start_date", "end_date", "days",
                                        "mean_loss_l_per_day", "total_loss_l"])
+
+
+def train_station_demand(
+    station_sales: pd.DataFrame,
+    *,
+    horizon: int = 30,
+    value_col: str = "litres",
+    n_jobs: int = 1,
+    backtest: bool = True,
+) -> tuple[DemandModel, pd.DataFrame]:
+    """The station demand job: one daily series per station × product (``date, station_id, product, litres``),
+    forecasts ``horizon`` days with 80% intervals, and the holdout accuracy of the same procedure.
+
+    Returns ``(model, forecasts)`` where forecasts has ``station_id, product, date, forecast, lower, upper``
+    (the input of :func:`replenishment_plan`) and ``model.metrics`` holds WAPE/MAPE/MASE vs seasonal naive.
+    """
+    df = station_sales[["date", "station_id", "product", value_col]].copy()
+    df["series"] = df["station_id"].astype(str) + "|" + df["product"].astype(str)
+    model = DemandModel.fit(df, date_col="date", value_col=value_col, id_col="series", horizon=horizon,
+                            n_jobs=n_jobs, backtest=backtest)
+    fc = model.forecasts.copy()
+    parts = fc["id"].str.split("|", n=1, expand=True)
+    fc.insert(0, "station_id", parts[0])
+    fc.insert(1, "product", parts[1])
+    return model, fc.drop(columns=["id"])
 
 
 def synthetic_series(n_series: int = 20, *, days: int = 730, freq: str = "D", seed: int = 0,

@@ -183,3 +183,45 @@ def test_cli_subprocess_one_line_error(tmp_path):
                         str(tmp_path / "o.csv")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("error:") and r.stderr.strip().count("\n") == 0
     assert not (tmp_path / "o.csv").exists()
+
+
+def _member_fixture(n=160, days=300, seed=4):
+    r = np.random.default_rng(seed)
+    start = pd.Timestamp("2025-01-01")
+    members = pd.DataFrame({
+        "member_id": [f"M{i:04d}" for i in range(n)],
+        "tier": r.choice(["standard", "silver", "gold"], n),
+        "joined": start - pd.to_timedelta(r.integers(10, 700, n), unit="D"),
+        "fills_per_week": r.uniform(0.5, 3, n),
+    })
+    hazard = 0.004 * np.exp(-0.8 * (members["tier"] == "gold") - 0.5 * np.log(members["fills_per_week"]))
+    t = r.exponential(1 / hazard)
+    members["churn_date"] = [start + pd.Timedelta(days=int(x)) if x < days else None for x in t]
+    members["churned"] = members["churn_date"].notna()
+    rows = []
+    for i, m in members.iterrows():
+        stop = min(days, t[i])
+        k = r.poisson(m["fills_per_week"] / 7 * stop)
+        ts = start + pd.to_timedelta(np.sort(r.uniform(0, stop, k)), unit="D")
+        rows.append(pd.DataFrame({"ts": ts.tz_localize("UTC"), "member_id": m["member_id"], "station_id": "S1",
+                                  "amount": r.gamma(3, 100, k), "litres": r.gamma(3, 10, k),
+                                  "status": "captured"}))
+    return members, pd.concat(rows, ignore_index=True)
+
+
+def test_member_features_and_job_tolerate_missing_inputs():
+    from models.churn import build_churn_features, train_member_churn
+
+    members, tx = _member_fixture()
+    feats = build_churn_features(tx, members.drop(columns=["fills_per_week"]), as_of="2025-06-01")
+    expected = {"recency_days", "freq_90", "freq_trend", "spend_90", "spend_trend", "tier", "points_expiring",
+                "complaints_total", "fill_trend_slope", "price_sensitivity"}
+    assert expected <= set(feats.columns) and len(feats) == len(members)
+    assert feats.drop(columns=["price_sensitivity", "tier", "member_id"]).notna().all().all()
+    # point in time: events after as_of do not change the features
+    later = build_churn_features(tx[tx["ts"] < pd.Timestamp("2025-06-01", tz="UTC")], members, as_of="2025-06-01")
+    pd.testing.assert_frame_equal(later, build_churn_features(tx, members, as_of="2025-06-01"))
+    model, metrics, scored = train_member_churn(tx, members, end="2025-10-28", horizon_days=90, seed=0)
+    assert {"concordance", "auc_90d", "brier_90d"} <= set(metrics)
+    assert scored["churn_probability"].between(0, 1).all()
+    assert {"segment", "action", "action_level"} <= set(scored.columns)

@@ -41,10 +41,11 @@ def backtest(
 
     import pandas as pd
 
+    from models.common import coerce_numeric
     from models.demand import forecast_frame
 
-    values = pd.to_numeric(df[value_col], errors="coerce")
-    if values.notna().sum() == 0:
+    values = coerce_numeric(df[value_col], min_share=0.0)
+    if values is None or values.notna().sum() == 0:
         raise CliError(f"--series: column {value_col!r} has no numeric values")
     n_jobs = jobs if jobs > 0 else max(1, min(2, os.cpu_count() or 1))
     use_hol = None if holidays == "auto" else holidays == "on"
