@@ -424,7 +424,7 @@ def _fit_one(kind: str, x: pd.DataFrame, d: np.ndarray, e: np.ndarray, penalizer
                 warnings.simplefilter("ignore")
                 f = _make_fitter(kind, pen)
                 if kind == "cox":
-                    f.fit(frame, "__T", "__E", fit_options={"max_steps": 100})
+                    f.fit(frame, "__T", "__E", fit_options={"max_steps": 50})
                 else:
                     f.fit(frame, "__T", "__E")
             params = np.asarray(f.params_, dtype=float)
@@ -539,7 +539,7 @@ def fit_churn_model(
     elif n_events < 10 * p_cov:
         penalizers = tuple(p for p in penalizers if p >= 0.1) or (0.1, 1.0)
     results: dict[str, dict[str, float]] = {}
-    chosen = "cox"
+    chosen = candidates[0] if candidates else "cox"
     can_compare = len(frame) >= 60 and n_events >= 10 and (len(e) - n_events) >= 10 and len(candidates) > 1
     if can_compare:
         idx = np.arange(len(frame))
@@ -569,7 +569,7 @@ def fit_churn_model(
 
             chosen = max(results, key=key)
 
-    order = [chosen] + [k for k in ("cox", *candidates) if k != chosen]
+    order = [chosen] + [k for k in (*candidates, "cox") if k != chosen]
     for kind in dict.fromkeys(order):
         pens = penalizers
         if kind in results:
@@ -840,6 +840,7 @@ def train_member_churn(
     end: str | pd.Timestamp | None = None,
     horizon_days: int = 90,
     landmarks: int = 3,
+    candidates: tuple[str, ...] = _CANDIDATES,
     seed: int = 0,
 ) -> tuple[ChurnModel, dict[str, Any], pd.DataFrame]:
     """The member churn job: train at landmark ``end - 2·horizon`` (labels to ``end - horizon``), evaluate
@@ -870,7 +871,7 @@ def train_member_churn(
     test = make_survival_frame(build_churn_features(transactions, members, as_of=l2, **kw), members,
                                as_of=l2, end=end_ts)
     model = fit_churn_model(train, duration_col="duration", event_col="event", horizon=horizon_days,
-                            exclude=("member_id",), seed=seed)
+                            exclude=("member_id",), seed=seed, candidates=candidates)
     p = model.predict_proba(test.drop(columns=["duration"]), conditional=False)
     metrics = {
         "model": model.kind,
@@ -883,7 +884,7 @@ def train_member_churn(
         "holdout": model.metrics.get("holdout", {}),
     }
     final = fit_churn_model(test, duration_col="duration", event_col="event", horizon=horizon_days,
-                            exclude=("member_id",), seed=seed)
+                            exclude=("member_id",), seed=seed, candidates=(model.kind,))
     final.metrics["out_of_time"] = metrics
     feats = build_churn_features(transactions, members, as_of=end_ts, **kw)
     if "churn_date" in members.columns:
