@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import operator
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -165,7 +165,8 @@ CARD_FEATURES: tuple[str, ...] = (
 )
 STATION_FEATURES: tuple[str, ...] = (
     "st_n_1h", "st_n_24h", "st_newcard_1h", "st_newcard_24h", "st_round_24h",
-    "st_fraud_1d", "st_fraud_7d", "st_fraud_30d", "st_labelled_30d", "st_rate_7d", "st_rate_30d",
+    "st_fraud_1d", "st_fraud_7d", "st_fraud_30d", "st_labelled_30d", "st_rate_1d", "st_rate_7d", "st_rate_30d",
+    "st_last_label", "st_days_since_fraud",
 )
 TERMINAL_FEATURES: tuple[str, ...] = ("term_n_10m", "term_n_1h", "term_other_cards_1h", "term_n_24h",
                                       "term_newcard_24h", "term_round_24h")
@@ -197,7 +198,7 @@ FEATURE_REQUIRES: dict[str, frozenset[str]] = {
 }
 #: Features that need labels (only meaningful when the data carries some).
 LABEL_FEATURES = frozenset({"card_fraud_known", "st_fraud_1d", "st_fraud_7d", "st_fraud_30d", "st_labelled_30d",
-                            "st_rate_7d", "st_rate_30d"})
+                            "st_rate_1d", "st_rate_7d", "st_rate_30d", "st_last_label", "st_days_since_fraud"})
 #: Features for rules/explanations that the model does not need (exact duplicates of others).
 RULE_ONLY = frozenset({"card_spend_24h_incl", "card_spend_30d_incl"})
 FUELS = frozenset({"92", "95", "98", "diesel"})
@@ -538,11 +539,18 @@ def update_station(
     fr7 = f_hi - _cum_at(lc, b7)
     l30 = hi - b30
     l7 = hi - b7
+    l1 = hi - b1
+    fr1 = f_hi - _cum_at(lc, b1)
+    if l30:
+        last_label = float(lc[hi - 1] - _cum_at(lc, hi - 1))
+        since_fraud = (t - lt[bisect_left(lc, f_hi, b30, hi)]) / DAY if fr30 else NAN
+    else:
+        last_label = since_fraud = NAN
     feats = [
         float(n - lo1h), float(n - lo24), float(c_all - _cum_at(cum, lo1h)), float(c_all - _cum_at(cum, lo24)),
         float(r_all - _cum_at(rcum, lo24)),
-        float(f_hi - _cum_at(lc, b1)), float(fr7), float(fr30), float(l30),
-        fr7 / l7 if l7 else NAN, fr30 / l30 if l30 else NAN,
+        float(fr1), float(fr7), float(fr30), float(l30),
+        fr1 / l1 if l1 else NAN, fr7 / l7 if l7 else NAN, fr30 / l30 if l30 else NAN, last_label, since_fraud,
     ]
     ts.append(t)
     cum.append(c_all + (1 if card_features[_I_NEW_STATION] == 1.0 else 0))
@@ -749,6 +757,18 @@ class _Groups:
         cw = np.zeros(len(w) + 1)
         np.cumsum(w, out=cw[1:])
         return cw[pos] - cw[first]
+
+    def last_le(self, q: Any, elem_mask: Any) -> Any:
+        """Per grouped index j: grouped index of the latest element of j's group with time <= q[j] (-1 if none)."""
+        import numpy as np
+
+        big = np.int64(len(self.t) + 1)
+        r = np.searchsorted(self.t, q, side="right").astype(np.int64)
+        e_idx = np.flatnonzero(elem_mask)
+        ekeys = (self.gcode * big + self.order)[e_idx]
+        pos = np.searchsorted(ekeys, self.gcode * big + r, side="left")
+        first = np.searchsorted(ekeys, self.gcode * big, side="left")
+        return np.where(pos > first, e_idx[np.maximum(pos - 1, 0)] if len(e_idx) else -1, -1)
 
     def lo(self, window: float) -> Any:
         """Per grouped index: first grouped index inside (t - window, t]."""
@@ -973,14 +993,22 @@ def features_many(df: Any, config: FeatureConfig = DEFAULT_CONFIG) -> Any:
     l7 = cnt[0.0] - cnt[7 * DAY]
     fr7 = frd[0.0] - frd[7 * DAY]
     fr30 = frd[0.0] - frd[W30]
+    l1 = cnt[0.0] - cnt[DAY]
+    fr1 = frd[0.0] - frd[DAY]
     with np.errstate(divide="ignore", invalid="ignore"):
+        rate1 = np.where(l1 > 0, fr1 / np.maximum(l1, 1), np.nan)
         rate7 = np.where(l7 > 0, fr7 / np.maximum(l7, 1), np.nan)
         rate30 = np.where(l30 > 0, fr30 / np.maximum(l30, 1), np.nan)
+    last_lab = sg.last_le(cut, elem_mask=lab_g)
+    last_label = np.where((l30 > 0) & (last_lab >= 0), yl[sg.order][np.maximum(last_lab, 0)], np.nan)
+    last_fr = sg.last_le(cut, elem_mask=lab_g & (yl[sg.order] == 1.0))
+    since_fraud = np.where((fr30 > 0) & (last_fr >= 0), (sgt - sgt[np.maximum(last_fr, 0)]) / DAY, np.nan)
     for name, vals in (
         ("st_n_1h", sj - s_lo1), ("st_n_24h", sj - s_lo24), ("st_newcard_1h", NC[sj] - NC[s_lo1]),
         ("st_newcard_24h", NC[sj] - NC[s_lo24]), ("st_round_24h", RC[sj] - RC[s_lo24]),
-        ("st_fraud_1d", frd[0.0] - frd[DAY]), ("st_fraud_7d", fr7), ("st_fraud_30d", fr30),
-        ("st_labelled_30d", l30), ("st_rate_7d", rate7), ("st_rate_30d", rate30),
+        ("st_fraud_1d", fr1), ("st_fraud_7d", fr7), ("st_fraud_30d", fr30),
+        ("st_labelled_30d", l30), ("st_rate_1d", rate1), ("st_rate_7d", rate7), ("st_rate_30d", rate30),
+        ("st_last_label", last_label), ("st_days_since_fraud", since_fraud),
     ):
         sg.scatter(F, col[name], vals)
     # ---------------- terminal

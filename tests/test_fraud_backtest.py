@@ -20,7 +20,7 @@ FAST = TrainParams(max_rounds=60, seed=7)
 
 @pytest.fixture(scope="module")
 def six() -> pd.DataFrame:
-    df, _ = generate(n_customers=300, n_terminals=600, days=38, seed=4)
+    df, _ = generate(n_customers=160, n_terminals=300, days=38, seed=4)
     return df
 
 
