@@ -588,6 +588,7 @@ def parse_dates(raw: pd.Series) -> pd.Series:
 
 
 def _prepare_frame(df: pd.DataFrame, date_col: str, value_col: str, id_col: str | None):
+    df = df.reset_index(drop=True)
     dates = parse_dates(df[date_col])
     ids = df[id_col].astype(str) if id_col else pd.Series("__all__", index=df.index)
     return dates, ids
@@ -646,12 +647,14 @@ def forecast_frame(
         raise ValueError(f"column {date_col!r} has no dates")
     freq = infer_frequency(dates[dates.notna()], ids[dates.notna()])
     order = list(dict.fromkeys(ids.tolist()))
-    values = coerce_numeric(df[value_col], min_share=0.0)
+    values = coerce_numeric(df[value_col].reset_index(drop=True), min_share=0.0)
     if values is None:
         raise ValueError(f"column {value_col!r} has no numeric values")
     series: dict[str, pd.Series] = {}
-    for key, idx in ids.groupby(ids, sort=False).groups.items():
-        series[str(key)] = regularize(dates.loc[idx], values.loc[idx], freq)
+    last_raw: dict[str, pd.Timestamp] = {}
+    for key, pos in ids.groupby(ids, sort=False).indices.items():
+        series[str(key)] = regularize(dates.iloc[pos], values.iloc[pos], freq)
+        last_raw[str(key)] = dates.iloc[pos].max()
     if use_holidays is None:
         use_holidays = _decide_holidays(series, freq)
     tasks = [(k, series[k], horizon, freq, use_holidays) for k in order]
@@ -668,6 +671,12 @@ def forecast_frame(
     chosen: dict[str, int] = {}
     for k in order:
         fc = results[k]
+        if len(fc.dates) != len(fc.forecast):
+            if pd.isna(last_raw.get(k)):
+                continue
+            zeros = np.zeros(horizon)
+            fc = SeriesForecast(freq.next_dates(pd.Timestamp(last_raw[k]).normalize(), horizon), zeros, zeros,
+                                zeros, "empty")
         chosen[fc.model] = chosen.get(fc.model, 0) + 1
         part = pd.DataFrame({"date": fc.dates, "forecast": fc.forecast, "lower": fc.lower, "upper": fc.upper})
         if id_col:
@@ -696,13 +705,13 @@ def backtest_frame(
     """
     dates, ids = _prepare_frame(df, date_col, value_col, id_col)
     freq = infer_frequency(dates[dates.notna()], ids[dates.notna()])
-    values = coerce_numeric(df[value_col], min_share=0.0)
+    values = coerce_numeric(df[value_col].reset_index(drop=True), min_share=0.0)
     if values is None:
         raise ValueError(f"column {value_col!r} has no numeric values")
     rows = []
     train_parts, tests = [], {}
-    for key, idx in ids.groupby(ids, sort=False).groups.items():
-        s = regularize(dates.loc[idx], values.loc[idx], freq)
+    for key, pos in ids.groupby(ids, sort=False).indices.items():
+        s = regularize(dates.iloc[pos], values.iloc[pos], freq)
         if len(s) <= horizon + 3:
             continue
         tests[str(key)] = s
