@@ -64,6 +64,7 @@ class StreamConfig:
     points_policy: pts.PointsPolicy = pts.DEFAULT_POLICY
     broker_credentials: Any = None
     producer_linger_s: float = 0.0
+    trace: bool = False
 
 
 def dead_letter_payload(*, reason: str, raw: bytes | None, topic: str, partition: int | None,
@@ -298,12 +299,18 @@ def create_app(cfg: StreamConfig) -> StreamApp:
         async def risk(stream: Any) -> Any:
             out: Outbox = []
             async for batch in stream.take_events(cfg.take_max, within=cfg.take_within_s):
+                t_in = time.time()
                 for event in batch:
                     try:
                         decide_event(event, out)
                     except Exception as exc:  # noqa: BLE001 - an agent never crashes on one event
                         dead_letter(event, exc, "risk", out)
+                t_done = time.time()
                 await sa.publish(out)
+                if cfg.trace:
+                    lag = (t_in - batch[0].message.timestamp) * 1000
+                    log.warning("trace batch=%d lag_in_ms=%.1f decide_ms=%.1f publish_ms=%.1f", len(batch), lag,
+                                (t_done - t_in) * 1000, (time.time() - t_done) * 1000)
                 yield len(batch)
 
         sa.agents["risk"] = risk

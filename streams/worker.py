@@ -53,6 +53,7 @@ def build_config(args: argparse.Namespace) -> StreamConfig:
         take_max=args.take_max,
         take_within_s=args.take_within,
         broker_credentials=credentials_from_settings(settings),
+        trace=os.environ.get("FUELCARD_STREAM_TRACE") == "1",  # entry point: may read the environment
     )
 
 
@@ -69,6 +70,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--take-max", type=int, default=256)
     p.add_argument("--take-within", type=float, default=0.004)
     p.add_argument("--loglevel", default="WARNING")
+    p.add_argument("--loop", choices=("uvloop", "aio"), default="uvloop")
     return p
 
 
@@ -77,6 +79,10 @@ def run(argv: list[str] | None = None) -> None:
     import faust
 
     args = parser().parse_args(argv)
+    if args.loop == "uvloop":
+        import mode.loop
+
+        mode.loop.use("uvloop")  # libuv event loop: the agents are dominated by event-loop overhead
     if args.sink.startswith("jsonl:") and "::" not in args.sink:
         args.sink = f"{args.sink}::{os.getpid()}"
     cfg = build_config(args)
