@@ -127,7 +127,9 @@ def build_env(root: str | Path, *, seed: int = 5, days: int = 45, stations: int 
     frames = simulate(SimConfig(seed=seed, days=days, stations=stations, members=members))
     write(frames, sim_dir)
     timings["simulate"] = time.perf_counter() - t
-    settings = Settings(data_dir=root, warehouse_url=f"chdb://{root / 'warehouse'}", env="test")
+    # No broker in these environments: the risk endpoint answers degraded; port 18197 is never bound.
+    settings = Settings(data_dir=root, warehouse_url=f"chdb://{root / 'warehouse'}", env="test",
+                        kafka_bootstrap="kafka://127.0.0.1:18197")
     t = time.perf_counter()
     wh = open_warehouse(root / "warehouse")
     load_dir(wh, sim_dir, progress=progress, settings=settings)
