@@ -120,11 +120,23 @@ class PricingModel:
         """
         import patsy
 
-        f = add_group_means(_fill_optional(frame, self.reference), self.group_means)
+        f = add_group_means(_fill_optional(self._with_station_info(frame), self.reference), self.group_means)
         f = _categorical(f, self.levels)
         rhs = self.formula.split("~", 1)[1]
         x = patsy.dmatrix(rhs, f, return_type="dataframe", NA_action="raise")
         return np.asarray(x.to_numpy(float) @ self.params.reindex(x.columns).fillna(0.0).to_numpy(float))
+
+    def _with_station_info(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Fill station attributes (type, region, competitors, rush share) a frame lacks from training."""
+        if "station_id" not in frame or self.station_info is None:
+            return frame
+        info = self.station_info.set_index("station_id")
+        f = frame.copy()
+        for col in ("station_type", "region", "competitors_3km", "rush_share"):
+            if col in info:
+                known = f["station_id"].map(info[col])
+                f[col] = known if col not in f else f[col].where(f[col].notna(), known)
+        return f
 
     def predict_volume(self, frame: pd.DataFrame) -> np.ndarray:
         """Predicted litres (smearing-corrected back-transform of the log model)."""
@@ -311,37 +323,40 @@ def _window_hourly(h: pd.DataFrame | None, lo: pd.Timestamp | None, hi: pd.Times
     return h[keep.to_numpy()]
 
 
+def _num(f: pd.DataFrame, col: str) -> pd.Series:
+    """Numeric view of an optional column (all NaN when absent)."""
+    if col not in f:
+        return pd.Series(np.nan, index=f.index, dtype=float)
+    return pd.to_numeric(f[col], errors="coerce").astype(float)
+
+
 def _derive(f: pd.DataFrame) -> pd.DataFrame:
-    """Derived driver columns; tolerant of missing optional inputs (filled with neutral values)."""
+    """Derived driver columns. Missing optional inputs stay NaN here; :func:`_fill_optional` fills them."""
     f = f.copy()
-    f["litres"] = pd.to_numeric(f.get("litres"), errors="coerce") if "litres" in f else np.nan
-    f["price_fen"] = pd.to_numeric(f["price_fen"], errors="coerce")
+    f["litres"] = _num(f, "litres")
+    f["price_fen"] = _num(f, "price_fen")
     f["log_price"] = np.log(f["price_fen"].clip(lower=1))
-    comp = pd.to_numeric(f.get("comp_price_fen", np.nan), errors="coerce")
+    comp = _num(f, "comp_price_fen")
     f["has_competitor_price"] = comp.notna().astype(float)
     f["gap"] = (f["log_price"] - np.log(comp.clip(lower=1))).fillna(0.0)
-    comp_n = pd.to_numeric(f.get("competitors_3km", 0), errors="coerce")
-    f["comp_density"] = competition_density(pd.Series(comp_n, index=f.index))
-    crude = pd.to_numeric(f.get("usd_per_bbl", np.nan), errors="coerce")
-    f["log_crude"] = np.log(pd.Series(crude, index=f.index).clip(lower=1))
-    mkt = pd.to_numeric(pd.Series(f.get("market_price_fen", np.nan), index=f.index), errors="coerce")
-    f["log_market_price"] = np.log(mkt.clip(lower=1))
+    comp_n = _num(f, "competitors_3km")
+    f["comp_density"] = np.where(comp_n.notna(), competition_density(comp_n.fillna(0)), np.nan)
+    f["log_crude"] = np.log(_num(f, "usd_per_bbl").clip(lower=1))
+    f["log_market_price"] = np.log(_num(f, "market_price_fen").clip(lower=1))
     d = pd.to_datetime(f["date"])
     f["weekday"] = d.dt.weekday.astype(int)
     doy = d.dt.dayofyear.to_numpy(float)
     f["season_sin"] = np.sin(2 * np.pi * doy / 365.25)
     f["season_cos"] = np.cos(2 * np.pi * doy / 365.25)
-    hol = pd.to_numeric(f.get("is_holiday", 0), errors="coerce")
-    f["is_holiday"] = pd.Series(hol, index=f.index).fillna(0).astype(float)
-    f["temp_c"] = pd.to_numeric(pd.Series(f.get("temp_c", np.nan), index=f.index), errors="coerce")
-    rain = pd.to_numeric(pd.Series(f.get("rain_mm", np.nan), index=f.index), errors="coerce")
-    f["log_rain"] = np.log1p(rain.clip(lower=0))
-    noz = sum(pd.to_numeric(f[c], errors="coerce").fillna(0) for c in
-              ("nozzles_92", "nozzles_95", "nozzles_98", "nozzles_diesel") if c in f)
-    f["log_nozzles"] = np.log1p(pd.Series(noz, index=f.index).astype(float)) if not np.isscalar(noz) else 0.0
+    f["is_holiday"] = _num(f, "is_holiday").fillna(0.0)
+    f["temp_c"] = _num(f, "temp_c")
+    f["log_rain"] = np.log1p(_num(f, "rain_mm").clip(lower=0))
+    noz_cols = [c for c in ("nozzles_92", "nozzles_95", "nozzles_98", "nozzles_diesel") if c in f]
+    f["log_nozzles"] = (np.log1p(sum(_num(f, c).fillna(0) for c in noz_cols)) if noz_cols
+                        else pd.Series(np.nan, index=f.index))
     for c in ("region", "station_type", "product"):
         f[c] = f[c].astype(str) if c in f else "unknown"
-    f["rush_share"] = pd.to_numeric(pd.Series(f.get("rush_share", np.nan), index=f.index), errors="coerce")
+    f["rush_share"] = _num(f, "rush_share")
     return f
 
 
@@ -428,7 +443,7 @@ def fit(frame: pd.DataFrame, *, config: PricingConfig | None = None, cutoff: Any
     The fit is deterministic (``seed`` is accepted for the common model interface and unused).
     """
     import patsy
-    import statsmodels.api as sm
+    from statsmodels.regression.linear_model import OLS
     from statsmodels.stats.stattools import durbin_watson, jarque_bera
 
     cfg = config or PricingConfig()
@@ -446,7 +461,7 @@ def fit(frame: pd.DataFrame, *, config: PricingConfig | None = None, cutoff: Any
     levels = {c: sorted(f[c].astype(str).unique().tolist()) for c in _CATEGORICAL}
     f = _categorical(f, levels)
     y, x = patsy.dmatrices(formula, f, return_type="dataframe")
-    res = sm.OLS(y, x).fit(cov_type="HC1")
+    res = OLS(y, x).fit(cov_type="HC1")
     resid = res.resid.to_numpy()
     jb, jb_p, skew, kurt = jarque_bera(resid)
     exog = res.model.exog
@@ -641,7 +656,7 @@ def plot_diagnostics(model: PricingModel, frame: pd.DataFrame, path: str | Path)
     import matplotlib.pyplot as plt
 
     f = frame[pd.to_numeric(frame["litres"], errors="coerce") > 0]
-    f = f.sample(min(len(f), 20_000), random_state=0) if len(f) > 20_000 else f
+    f = f.sample(min(len(f), 5_000), random_state=0) if len(f) > 5_000 else f
     y = np.log(f["litres"].astype(float).to_numpy())
     yhat = model.predict_log_volume(f)
     res = y - yhat
@@ -666,7 +681,7 @@ def plot_diagnostics(model: PricingModel, frame: pd.DataFrame, path: str | Path)
     fig.tight_layout()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=100)
+    fig.savefig(p, dpi=80)
     plt.close(fig)
     return p
 

@@ -486,7 +486,7 @@ def train_demand(ctx: TrainContext) -> TrainResult:
     metrics = {k: v for k, v in model.metrics.items() if isinstance(v, int | float | str)}
     metrics["series"] = int(fc["id"].nunique())
     if plan is not None:
-        metrics["tanks_to_order_now"] = int(plan.get("order_now", pd.Series(dtype=bool)).fillna(False).sum())
+        metrics["tanks_to_order_now"] = int((plan["order_now"] == True).sum()) if "order_now" in plan else 0  # noqa: E712
     if alerts is not None:
         metrics["leak_alerts"] = int(len(alerts))
     sample = pd.DataFrame({"id": sorted(fc["id"].astype(str).unique())[:20]})
