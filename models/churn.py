@@ -842,13 +842,16 @@ def train_member_churn(
     landmarks: int = 3,
     candidates: tuple[str, ...] = _CANDIDATES,
     seed: int = 0,
+    km_path: str | Path | None = None,
 ) -> tuple[ChurnModel, dict[str, Any], pd.DataFrame]:
     """The member churn job: train at landmark ``end - 2·horizon`` (labels to ``end - horizon``), evaluate
     out of time at landmark ``end - horizon`` (labels to ``end``: concordance, AUC at the horizon, Brier),
     refit on the evaluation landmark and score every active member at ``end``.
 
     Returns ``(model, metrics, scored)``; ``scored`` has the features, ``churn_probability`` and the segment
-    columns of :func:`segment_members`.
+    columns of :func:`segment_members`. With ``km_path``, Kaplan–Meier curves of the out-of-time landmark per
+    segment (value tier × predicted risk) are saved there as a PNG; ``metrics["segments"]`` has their
+    observed 90-day churn rates.
     """
     if end is None:
         end = prepare_transactions(transactions)["day"].max() + pd.Timedelta(days=1)
@@ -883,6 +886,16 @@ def train_member_churn(
         "brier_90d": brier_at(test["duration"], test["event"], p, horizon_days),
         "holdout": model.metrics.get("holdout", {}),
     }
+    seg_test = segment_members(test.assign(churn_probability=p))
+    observed = seg_test.assign(churned_in_h=(seg_test["event"] > 0) & (seg_test["duration"] <= horizon_days))
+    metrics["segments"] = {
+        str(k): {"members": int(len(g)), "predicted": round(float(g["churn_probability"].mean()), 4),
+                 "observed": round(float(g["churned_in_h"].mean()), 4)}
+        for k, g in observed.groupby("segment")
+    }
+    if km_path is not None:
+        plot_km_by_segment(seg_test["duration"], seg_test["event"], seg_test["risk_band"] + "-risk",
+                           km_path, title=f"Members by predicted {horizon_days}-day churn risk", horizon=horizon_days)
     final = fit_churn_model(test, duration_col="duration", event_col="event", horizon=horizon_days,
                             exclude=("member_id",), seed=seed, candidates=(model.kind,))
     final.metrics["out_of_time"] = metrics

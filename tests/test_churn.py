@@ -209,7 +209,7 @@ def _member_fixture(n=160, days=300, seed=4):
     return members, pd.concat(rows, ignore_index=True)
 
 
-def test_member_features_and_job_tolerate_missing_inputs():
+def test_member_features_and_job_tolerate_missing_inputs(tmp_path):
     from models.churn import build_churn_features, train_member_churn
 
     members, tx = _member_fixture()
@@ -222,7 +222,8 @@ def test_member_features_and_job_tolerate_missing_inputs():
     later = build_churn_features(tx[tx["ts"] < pd.Timestamp("2025-06-01", tz="UTC")], members, as_of="2025-06-01")
     pd.testing.assert_frame_equal(later, build_churn_features(tx, members, as_of="2025-06-01"))
     model, metrics, scored = train_member_churn(tx, members, end="2025-10-28", horizon_days=90, seed=0,
-                                                landmarks=1, candidates=("cox",))
+                                                landmarks=1, candidates=("cox",), km_path=tmp_path / "km.png")
+    assert (tmp_path / "km.png").read_bytes()[:4] == b"\x89PNG" and metrics["segments"]
     assert {"concordance", "auc_90d", "brier_90d"} <= set(metrics)
     assert scored["churn_probability"].between(0, 1).all()
     assert {"segment", "action", "action_level"} <= set(scored.columns)

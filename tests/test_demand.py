@@ -102,6 +102,15 @@ def test_model_contract(daily, tmp_path):
     assert len(p) == 14 and (p["lower"] <= p["forecast"]).all() and (p["forecast"] <= p["upper"]).all()
 
 
+def test_concatenated_frames_with_repeated_index_labels(daily):
+    a = daily[daily["item"] == "item000"].reset_index(drop=True)
+    b = daily[daily["item"] == "item001"].reset_index(drop=True)
+    both = pd.concat([a, b])  # index labels repeat: grouping must be positional
+    fc, _ = forecast_frame(both, date_col="date", value_col="sales", id_col="item", horizon=7)
+    one, _ = forecast_frame(a, date_col="date", value_col="sales", id_col="item", horizon=7)
+    np.testing.assert_allclose(fc[fc["id"] == "item000"]["forecast"].to_numpy(), one["forecast"].to_numpy())
+
+
 def test_forecast_frame_order_and_parallel(daily):
     sub = daily[daily["item"].isin(["item003", "item001"])].sample(frac=1.0, random_state=0)
     fc, info = forecast_frame(sub, date_col="date", value_col="sales", id_col="item", horizon=5)
