@@ -1,10 +1,11 @@
 """Risk scoring core on one core: features + rules + model → Decision, one event at a time.
 
-A model of production size (LightGBM, 250 trees x 15 leaves over every feature, compiled) is trained on a
-synthetic history with every optional column; then a stream of authorisations for 5,000 cards (30 days of
-history first, to fill the per-card/station state) goes through :class:`fuelcard.scoring.Scorer` — exactly the
-per-event path the stream and the API call. The process is pinned to one CPU. Latency is measured per
-decision with ``perf_counter``; throughput over the timed part of the stream.
+A model of production size (LightGBM, 220 trees x 15 leaves like the ones training produces, over every
+feature, compiled) is trained on a synthetic history with every optional column; then a stream of
+authorisations for 5,000 cards (30 days of history first, to fill the per-card/station state) goes through
+:class:`fuelcard.scoring.Scorer`, exactly the per-event path the stream and the API call. The process is
+pinned to one CPU. Latency is measured per decision with ``perf_counter``; throughput over the timed part of
+the stream (wall clock, and CPU time: the machine is shared, so both are reported with the load average).
 
 Prints ``{"bench": "score_core", "decisions_per_s": R, "p99_ms": L, ...}``.
 """
@@ -50,7 +51,7 @@ def synthetic_stream(n: int, n_cards: int = 5000, n_stations: int = 200, days: i
     })
 
 
-def production_sized_model(history: pd.DataFrame, rounds: int = 250) -> Any:
+def production_sized_model(history: pd.DataFrame, rounds: int = 220) -> Any:
     """A compiled model of the size training produces, over every feature."""
     import lightgbm as lgb
 
@@ -65,7 +66,13 @@ def production_sized_model(history: pd.DataFrame, rounds: int = 250) -> Any:
     booster = lgb.train({"objective": "binary", "num_leaves": 15, "learning_rate": 0.05, "verbose": -1,
                          "num_threads": 1, "seed": 1, "min_child_samples": 20}, lgb.Dataset(X, y),
                         num_boost_round=rounds)
-    return FraudModel("bench-model", names, trees_from_lightgbm(booster), 1.0, 0.0, 0.5, 0.9)
+    from models.fraud.train import threshold_for_fpr
+
+    raw = booster.predict(X, raw_score=True)
+    p = 1.0 / (1.0 + np.exp(-raw))
+    review = threshold_for_fpr(p[y == 0], 0.003)
+    decline = max(review, threshold_for_fpr(p[y == 0], 0.0003))
+    return FraudModel("bench-model", names, trees_from_lightgbm(booster), 1.0, 0.0, review, decline)
 
 
 def run(seconds: float | None = None) -> dict[str, Any]:
@@ -89,6 +96,7 @@ def run(seconds: float | None = None) -> dict[str, Any]:
     lat = np.empty(n_timed)
     clock = time.perf_counter
     outcomes: dict[str, int] = {}
+    cpu0 = time.process_time()
     start = clock()
     for i, tx in enumerate(txs[n_warm:]):
         t0 = clock()
@@ -96,8 +104,11 @@ def run(seconds: float | None = None) -> dict[str, Any]:
         lat[i] = clock() - t0
         outcomes[d.outcome.value] = outcomes.get(d.outcome.value, 0) + 1
     elapsed = clock() - start
+    cpu = time.process_time() - cpu0
     return {
         "decisions_per_s": round(n_timed / elapsed),
+        "cpu_decisions_per_s": round(n_timed / cpu) if cpu > 0 else None,
+        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 4),
         "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 4),
         "mean_us": round(float(lat.mean()) * 1e6, 1),

@@ -643,17 +643,22 @@ class FeatureEngine:
         self.cards[tx.card_id] = cs
         ss, sf = update_station(self.stations.get(tx.station_id), tx, cf, cfg)
         self.stations[tx.station_id] = ss
-        if tx.terminal_id is not None:
-            ts_, tf = update_terminal(self.terminals.get(tx.terminal_id), tx, cf, cfg)
-            self.terminals[tx.terminal_id] = ts_
+        cf += sf
+        terminal = tx.terminal_id
+        if terminal is not None:
+            ts_, tf = update_terminal(self.terminals.get(terminal), tx, cf, cfg)
+            self.terminals[terminal] = ts_
+            cf += tf
         else:
-            tf = list(_NO_TERMINAL)
-        if tx.device_id is not None:
-            ds, df_ = update_device(self.devices.get(tx.device_id), tx, cfg)
-            self.devices[tx.device_id] = ds
+            cf += _NO_TERMINAL
+        device = tx.device_id
+        if device is not None:
+            ds, df_ = update_device(self.devices.get(device), tx, cfg)
+            self.devices[device] = ds
+            cf += df_
         else:
-            df_ = list(_NO_DEVICE)
-        return cf + sf + tf + df_
+            cf += _NO_DEVICE
+        return cf
 
     def record_label(self, tx: Tx, is_fraud: int) -> None:
         """A late label for an already processed transaction (stream use)."""
