@@ -47,6 +47,8 @@ class JobConfig:
     jars_dir: Path | None = None
     with_aggregates: bool = True
     managed_memory: str = "256m"
+    #: False on a Flink cluster whose image has the connector jars in /opt/flink/lib already
+    ship_jars: bool = True
 
 
 def table_env(config: JobConfig, *, streaming: bool, kafka: bool) -> Any:
@@ -61,7 +63,7 @@ def table_env(config: JobConfig, *, streaming: bool, kafka: bool) -> Any:
     conf.set("python.executable", sys.executable)
     conf.set("python.client.executable", sys.executable)
     conf.set("taskmanager.memory.managed.size", config.managed_memory)
-    if kafka:
+    if kafka and config.ship_jars:
         conf.set("pipeline.jars", pipeline_jars(config.jars_dir))
     register_udfs(t_env, config.tz_offset_hours)
     return t_env
@@ -116,8 +118,8 @@ def run_file_backfill(*, source: Path, out_dir: Path, config: JobConfig | None =
     return time.perf_counter() - started
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m streams.flink.job kafka|backfill ...`` (also what ``flink run --python`` submits)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The job's command line (``kafka`` streaming mode, ``backfill`` batch mode)."""
     p = argparse.ArgumentParser(prog="streams.flink.job", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="mode", required=True)
     k = sub.add_parser("kafka", help="stream from the authorisations topic")
@@ -126,13 +128,22 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--group-id", default="fuelcard-flink")
     k.add_argument("--bounded", action="store_true", help="stop at the end offsets seen at start")
     k.add_argument("--parallelism", type=int, default=1)
+    k.add_argument("--jars-dir", type=Path, default=None, help="connector jars dir (infra/flink/jars)")
+    k.add_argument("--jars-on-classpath", action="store_true", help="the cluster image has them in /opt/flink/lib")
     b = sub.add_parser("backfill", help="batch backfill from a CSV export")
     b.add_argument("--source", type=Path, required=True)
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--parallelism", type=int, default=1)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m streams.flink.job kafka|backfill ...`` (also what ``flink run --pyModule`` submits)."""
+    args = build_parser().parse_args(argv)
     config = JobConfig(parallelism=args.parallelism)
     if args.mode == "kafka":
+        config = JobConfig(parallelism=args.parallelism, jars_dir=args.jars_dir,
+                           ship_jars=not args.jars_on_classpath)
         run_kafka_job(bootstrap=args.bootstrap, source_topic=f"{args.prefix}.authorisations",
                       features_topic=f"{args.prefix}.{FEATURES_TOPIC_SUFFIX}",
                       aggregates_topic=f"{args.prefix}.{AGGREGATES_TOPIC_SUFFIX}",
