@@ -50,7 +50,8 @@ def test_cli_six_columns_iso_strings_and_missing_labels(tmp_path, six):
     scores = pd.read_csv(out)
     assert list(scores.columns) == ["tx_id", "score"]
     ts = pd.to_datetime(df["ts"], utc=True)
-    in_test = (ts >= pd.Timestamp(WIN["test_start"], tz="UTC")) & (ts < pd.Timestamp(WIN["test_end"] + timedelta(1), tz="UTC"))
+    lo, hi = pd.Timestamp(WIN["test_start"], tz="UTC"), pd.Timestamp(WIN["test_end"] + timedelta(1), tz="UTC")
+    in_test = (ts >= lo) & (ts < hi)
     assert sorted(scores["tx_id"]) == sorted(df.loc[in_test, "tx_id"])
     assert scores["score"].between(0, 1).all()
     rep = tmp_path / "rep"

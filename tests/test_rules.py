@@ -87,7 +87,8 @@ def test_new_device_and_station(rules):
 
 
 def test_impossible_travel(rules):
-    ev = [Tx("a", T0, "c", "s1", 20_000, lat=31.2, lon=121.5), Tx("b", T0 + 1200, "c", "s2", 20_000, lat=30.3, lon=120.2)]
+    ev = [Tx("a", T0, "c", "s1", 20_000, lat=31.2, lon=121.5),
+          Tx("b", T0 + 1200, "c", "s2", 20_000, lat=30.3, lon=120.2)]
     assert "IMPOSSIBLE_TRAVEL" in ids(rules, _run(ev))
 
 
