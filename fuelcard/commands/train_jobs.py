@@ -11,7 +11,8 @@ do I/O. Every job:
    :class:`~models.registry.Registry`, plus one row in the warehouse table ``model_versions``.
 
 Jobs are idempotent: the version name is derived from the kind, the cut-off and a fingerprint of the
-inputs and parameters; when that version already exists the job reports it and does nothing.
+input tables (row counts / last timestamps up to the cut-off), the options and the seed, computed before
+training; when that version already exists the job reports it and does nothing.
 
 Every kind also has a :class:`ModelSpec` (load, predict, output range, optional inputs) so that one
 contract suite (tests/test_model_contract.py) checks every model in the registry the same way.
@@ -94,6 +95,10 @@ class DataSource(Protocol):
         """The last day with station sales (default cut-off = the day after)."""
         ...
 
+    def signature(self, name: str, *, before: date) -> str:
+        """A cheap summary of table ``name`` up to ``before`` that changes when its data change."""
+        ...
+
 
 def _naive_utc(s: pd.Series) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(s):
@@ -145,6 +150,13 @@ class ParquetSource:
             return None
         return pd.Timestamp(_naive_utc(s["date"]).max()).date()
 
+    def signature(self, name: str, *, before: date) -> str:
+        path = Path(self.root) / f"{name}.parquet"
+        if not path.exists():
+            return "-"
+        st = path.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
+
 
 class WarehouseSource:
     """Reads the star schema through the warehouse API (``FINAL`` for exact, deduplicated rows)."""
@@ -177,6 +189,17 @@ class WarehouseSource:
         if name == "transactions" and "amount_fen" in df and "amount" not in df:
             df["amount"] = df["amount_fen"] / 100.0
         return df
+
+    def signature(self, name: str, *, before: date) -> str:
+        table, tcol = TABLES[name]
+        if not self.wh.table_exists(table):
+            return "-"
+        if tcol is None:
+            df = self.wh.query_df(f"SELECT count() AS n FROM {table} FINAL")
+            return str(int(df.iat[0, 0]))
+        df = self.wh.query_df(f"SELECT count() AS n, toString(max({tcol})) AS m FROM {table} FINAL "
+                              f"WHERE {tcol} < {{before:Date}}", {"before": before})
+        return f"{int(df.iat[0, 0])}:{df.iat[0, 1]}"
 
     def last_date(self) -> date | None:
         if not self.wh.table_exists("fact_station_sales"):
@@ -663,10 +686,28 @@ SPECS: dict[str, ModelSpec] = {
 
 
 # ----------------------------------------------------------------------------------------- running
-def fingerprint(ctx: TrainContext, kind: str, extra: dict[str, Any]) -> str:
-    """Stable hash of what determines a version: kind, cut-off, window, seed, options, input summary."""
+#: The tables each job reads (its version fingerprint covers them).
+JOB_TABLES: dict[str, tuple[str, ...]] = {
+    "pricing": ("station_sales", "prices", "competitor_prices", "crude", "weather", "calendar", "station_hourly",
+                "stations", "competitors"),
+    "sites": ("stations", "members", "competitors", "transactions", "cards", "vehicles", "station_sales",
+              "station_hourly"),
+    "churn": ("members", "transactions", "complaints", "redemptions"),
+    "demand": ("station_sales", "tanks", "tank_readings"),
+    "fraud": ("transactions", "cards", "vehicles", "fleets"),
+}
+
+
+def fingerprint(ctx: TrainContext, kind: str) -> str:
+    """Stable hash of what determines a version, computed *before* training so a re-run is a cheap no-op:
+    kind, cut-off, window, seed, options, the code-independent data signature of every input table and the
+    ground-truth file (pricing evaluation)."""
+    tables = {n: ctx.source.signature(n, before=ctx.as_of) for n in JOB_TABLES.get(kind, ())}
+    truth = ""
+    if kind == "pricing" and ctx.truth_path is not None and Path(ctx.truth_path).exists():
+        truth = hashlib.sha256(Path(ctx.truth_path).read_bytes()).hexdigest()[:16]
     payload = {"kind": kind, "as_of": str(ctx.as_of), "window": ctx.window_days, "seed": ctx.seed,
-               "options": ctx.options, "inputs": extra}
+               "options": ctx.options, "tables": tables, "truth": truth}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
@@ -687,17 +728,18 @@ def run_job(ctx: TrainContext, kind: str, *, promote: bool = True, force: bool =
     if kind not in SPECS:
         raise JobError(f"unknown model kind {kind!r}; choose from {', '.join(KINDS)}")
     started = time.perf_counter()
-    result = SPECS[kind].train(ctx)
-    fp = fingerprint(ctx, kind, result.fingerprint_inputs)
+    fp = fingerprint(ctx, kind)
     version = f"{kind}-{ctx.as_of:%Y%m%d}-{fp}"
     existing = {m.version for m in ctx.registry.versions(kind)}
     if version in existing and not force:
         return JobOutcome(kind, version, False, time.perf_counter() - started,
-                          ctx.registry.meta(kind, version).metrics, result)
+                          ctx.registry.meta(kind, version).metrics, None)
+    result = SPECS[kind].train(ctx)
     if version in existing:
         version = f"{version}-{datetime.now(UTC):%H%M%S}"
     seconds = time.perf_counter() - started
-    params = {**result.params, "fingerprint": fp, "seed": ctx.seed, "train_seconds": round(seconds, 3)}
+    params = {**result.params, "fingerprint": fp, "seed": ctx.seed, "train_seconds": round(seconds, 3),
+              "inputs": result.fingerprint_inputs}
     ctx.registry.register(kind, result.save, metrics=result.metrics, params=params,
                           data_window={**result.data_window, "as_of": str(ctx.as_of)},
                           features=result.features, promote=promote, version=version,
