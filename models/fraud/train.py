@@ -59,10 +59,14 @@ def parse_ts(values: pd.Series) -> np.ndarray:
             scale = 1.0 if med < 1e11 else 1e3 if med < 1e14 else 1e6 if med < 1e17 else 1e9
             out = x / scale
         else:
+            text = s.astype(str).str.strip()
             try:
-                dt = pd.to_datetime(s.astype(str).str.strip(), utc=True, format="mixed")
-            except (ValueError, TypeError) as exc:
-                raise TransactionsError(f"ts: cannot parse timestamps ({str(exc).splitlines()[0]})") from None
+                dt = pd.to_datetime(text, utc=True)  # one inferred format: the fast path
+            except (ValueError, TypeError):
+                try:
+                    dt = pd.to_datetime(text, utc=True, format="mixed")
+                except (ValueError, TypeError) as exc:
+                    raise TransactionsError(f"ts: cannot parse timestamps ({str(exc).splitlines()[0]})") from None
             out = (dt - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=float)
     bad = int(np.isnan(out).sum())
     if bad:
