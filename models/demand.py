@@ -618,8 +618,17 @@ def _decide_holidays(series: dict[str, pd.Series], freq: Frequency, max_series: 
 
 
 def _forecast_task(args) -> tuple[str, SeriesForecast]:
-    key, s, horizon, freq, use_hol = args
-    return key, forecast_series(s, horizon, freq, use_holidays=use_hol)
+    key, s, horizon, freq, use_hol, ex = args
+    ex_hist = ex_future = None
+    if ex is not None and len(s):
+        future = freq.next_dates(s.index[-1], horizon)
+        ex = ex.sort_index()
+        ex = ex[~ex.index.duplicated()].astype(float)
+        ex_hist = ex.reindex(s.index).interpolate(limit_direction="both")
+        ex_future = ex.reindex(future).interpolate(limit_direction="both")
+        if ex_hist.isna().any().any() or ex_future.isna().any().any():
+            ex_hist = ex_future = None
+    return key, forecast_series(s, horizon, freq, use_holidays=use_hol, exog=ex_hist, exog_future=ex_future)
 
 
 def forecast_frame(
@@ -631,8 +640,12 @@ def forecast_frame(
     horizon: int,
     n_jobs: int = 1,
     use_holidays: bool | None = None,
+    exog: dict[str, pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Forecast every series of a long frame ``horizon`` periods past its own last date.
+
+    ``exog`` (optional): per series id, a date-indexed frame of numeric regressors covering the history and
+    the horizon (e.g. weather and its forecast); used by the regression decomposition when complete.
 
     Returns ``(forecasts, info)``: forecasts has ``[id,]date,forecast,lower,upper`` (series in order of first
     appearance, dates ascending); info has the inferred frequency, whether holidays were used and the count of
@@ -657,7 +670,8 @@ def forecast_frame(
         last_raw[str(key)] = dates.iloc[pos].max()
     if use_holidays is None:
         use_holidays = _decide_holidays(series, freq)
-    tasks = [(k, series[k], horizon, freq, use_holidays) for k in order]
+    exog = exog or {}
+    tasks = [(k, series[k], horizon, freq, use_holidays, exog.get(k)) for k in order]
     results: dict[str, SeriesForecast] = {}
     if n_jobs > 1 and len(tasks) >= 40:
         with ProcessPoolExecutor(max_workers=n_jobs) as pool:
@@ -697,6 +711,7 @@ def backtest_frame(
     horizon: int,
     n_jobs: int = 1,
     use_holidays: bool | None = None,
+    exog: dict[str, pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Hold out the last ``horizon`` periods of every series, forecast them from the rest and score.
 
@@ -721,7 +736,7 @@ def backtest_frame(
         raise ValueError("no series is longer than the horizon")
     train = pd.concat(train_parts, ignore_index=True)
     fc, info = forecast_frame(train, date_col="date", value_col="value", id_col="id", horizon=horizon,
-                              n_jobs=n_jobs, use_holidays=use_holidays)
+                              n_jobs=n_jobs, use_holidays=use_holidays, exog=exog)
     all_a, all_f, all_n = [], [], []
     for key, s in tests.items():
         part = fc[fc["id"] == key]
@@ -763,15 +778,17 @@ class DemandModel:
 
     @classmethod
     def fit(cls, df: pd.DataFrame, *, date_col: str, value_col: str, id_col: str | None = None,
-            horizon: int = 30, n_jobs: int = 1, backtest: bool = True) -> DemandModel:
+            horizon: int = 30, n_jobs: int = 1, backtest: bool = True,
+            exog: dict[str, pd.DataFrame] | None = None) -> DemandModel:
         """Forecast every series and (optionally) record the holdout accuracy of the same procedure."""
         fc, info = forecast_frame(df, date_col=date_col, value_col=value_col, id_col=id_col, horizon=horizon,
-                                  n_jobs=n_jobs)
+                                  n_jobs=n_jobs, exog=exog)
         metrics: dict[str, Any] = {}
         if backtest:
             try:
                 metrics = backtest_frame(df, date_col=date_col, value_col=value_col, id_col=id_col,
-                                         horizon=horizon, n_jobs=n_jobs, use_holidays=info["holidays"])[1]
+                                         horizon=horizon, n_jobs=n_jobs, use_holidays=info["holidays"],
+                                         exog=exog)[1]
             except ValueError:
                 metrics = {}
         return cls(horizon, info["frequency"], info["holidays"], fc, metrics,
@@ -909,17 +926,36 @@ def train_station_demand(
     value_col: str = "litres",
     n_jobs: int = 1,
     backtest: bool = True,
+    weather: pd.DataFrame | None = None,
+    stations: pd.DataFrame | None = None,
 ) -> tuple[DemandModel, pd.DataFrame]:
     """The station demand job: one daily series per station × product (``date, station_id, product, litres``),
     forecasts ``horizon`` days with 80% intervals, and the holdout accuracy of the same procedure.
 
     Returns ``(model, forecasts)`` where forecasts has ``station_id, product, date, forecast, lower, upper``
     (the input of :func:`replenishment_plan`) and ``model.metrics`` holds WAPE/MAPE/MASE vs seasonal naive.
+
+    With ``weather`` (``date, region, temp_c, rain_mm``, covering the horizon: a weather forecast, or the
+    actuals in a backtest) and ``stations`` (``station_id, region``), temperature above 15 °C and capped
+    rainfall become regressors of the decomposition.
     """
     df = station_sales[["date", "station_id", "product", value_col]].copy()
     df["series"] = df["station_id"].astype(str) + "|" + df["product"].astype(str)
+    exog = None
+    if weather is not None and stations is not None and {"region", "temp_c", "rain_mm"} <= set(weather.columns):
+        w = weather.copy()
+        w["date"] = pd.to_datetime(w["date"])
+        w["temp_above_15"] = pd.to_numeric(w["temp_c"], errors="coerce") - 15.0
+        w["rain_capped"] = pd.to_numeric(w["rain_mm"], errors="coerce").clip(0, 30)
+        by_region = {str(r): g.set_index("date")[["temp_above_15", "rain_capped"]] for r, g in w.groupby("region")}
+        region = stations.set_index(stations["station_id"].astype(str))["region"].astype(str)
+        exog = {}
+        for sid in df["series"].unique():
+            reg = region.get(sid.split("|", 1)[0])
+            if reg in by_region:
+                exog[sid] = by_region[reg]
     model = DemandModel.fit(df, date_col="date", value_col=value_col, id_col="series", horizon=horizon,
-                            n_jobs=n_jobs, backtest=backtest)
+                            n_jobs=n_jobs, backtest=backtest, exog=exog)
     fc = model.forecasts.copy()
     parts = fc["id"].str.split("|", n=1, expand=True)
     fc.insert(0, "station_id", parts[0])

@@ -205,3 +205,17 @@ def test_replenishment_and_leaks():
     assert len(alerts) == 1
     a = alerts.iloc[0]
     assert pd.Timestamp(a["start_date"]) <= pd.Timestamp("2024-02-05") and a["mean_loss_l_per_day"] > 50
+
+
+def test_extra_regressors_are_used_when_given():
+    r = np.random.default_rng(3)
+    dates = pd.date_range("2024-01-01", periods=200, freq="D")
+    x = pd.DataFrame({"rain": r.gamma(1.0, 5.0, 200)}, index=dates)
+    y = 500 - 8 * x["rain"].to_numpy() + r.normal(0, 5, 200)
+    df = pd.DataFrame({"id": "a", "date": dates[:170], "v": y[:170]})
+    with_x, _ = forecast_frame(df, date_col="date", value_col="v", id_col="id", horizon=30, exog={"a": x})
+    without, _ = forecast_frame(df, date_col="date", value_col="v", id_col="id", horizon=30)
+    actual = y[170:]
+    err_x = np.abs(with_x["forecast"].to_numpy() - actual).mean()
+    err_0 = np.abs(without["forecast"].to_numpy() - actual).mean()
+    assert err_x < 0.5 * err_0
