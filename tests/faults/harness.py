@@ -1,0 +1,807 @@
+"""Fault-injection harness shared by ``tests/faults`` and ``benchmarks/bench_faults.py`` / ``bench_soak.py``.
+
+Every case drives the *real* system through its public APIs: the simulator (``fuelcard.simulator``), the
+speed layer on the embedded noida-db broker (``streams.cluster.StreamCluster``, Faust worker processes), the
+warehouse on a real ClickHouse server (``warehouse.server_process``, clickhouse-driver) and the CLI. It injects
+one fault, then accounts for every effect:
+
+* ``events_in``   — events produced into Kafka (authorisations, payments, recharges, redemptions);
+* ``effects_out`` — distinct effects found at the end (decisions and points movements in the warehouse, or
+  dead letters / decisions on the topics for the poison case);
+* ``lost``        — expected effects that never appeared;
+* ``duplicated``  — effects counted more than once after the warehouse's deduplication (a second decision for
+  one authorisation, a second accrual for one capture, a row counted twice by ``FINAL``).
+
+Workarounds for the broker defects in ../shared/PLATFORM.md are applied here, as a supervisor would:
+topics are pre-created (``StreamCluster.start_broker``), and after a ``kill -9`` the broker is restarted on the
+same data directory before the replacement worker starts (noida-db never evicts a member that died without
+leaving its group; data, topics and committed offsets survive the restart).
+
+Ports: everything binds 127.0.0.1 on 19400-19499 (ClickHouse 19400-19449, brokers 19450-19499). Every
+process is started here and stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+
+CH_PORTS = (19400, 19449)
+BROKER_PORTS = (19450, 19499)
+
+
+# ----------------------------------------------------------------------------------------------- results
+@dataclass
+class CaseResult:
+    """What one fault case measured (``row()`` is the benchmark's JSON shape)."""
+
+    name: str
+    events_in: int
+    effects_out: int
+    lost: int
+    duplicated: int
+    details: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was lost, nothing duplicated and no check failed."""
+        return self.lost == 0 and self.duplicated == 0 and not self.problems
+
+    def row(self) -> dict[str, Any]:
+        """The benchmark row: name, events in, effects out, lost, duplicated (+ details, problems)."""
+        d = asdict(self)
+        if not d["problems"]:
+            d.pop("problems")
+        return d
+
+    def line(self) -> str:
+        """One human-readable line (printed by every case)."""
+        s = (f"[fault] {self.name}: events_in={self.events_in} effects_out={self.effects_out} "
+             f"lost={self.lost} duplicated={self.duplicated}")
+        if self.problems:
+            s += " PROBLEMS: " + "; ".join(self.problems)
+        return s
+
+
+def report(result: CaseResult) -> CaseResult:
+    """Print the case's line (pytest shows it with ``-s`` or on failure) and return it."""
+    print(result.line(), flush=True)  # noqa: T201 - every case prints events in / effects out / lost / dup
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- ports
+def free_port(lo: int, hi: int) -> int:
+    """A port in [lo, hi] nobody listens on (PID-dependent start, so parallel runs rarely collide)."""
+    span = hi - lo + 1
+    start = os.getpid() % span
+    for i in range(span):
+        port = lo + (start + i) % span
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port in {lo}-{hi}")
+
+
+def start_clickhouse(root: Path) -> Any:
+    """A real Debian clickhouse-server 18.16 on 127.0.0.1 (ports 19400-19449); raises if it cannot start."""
+    import logging
+
+    from warehouse.server_process import start_server
+
+    logging.getLogger("clickhouse_driver").setLevel(logging.CRITICAL)
+    root.mkdir(parents=True, exist_ok=True)
+    return start_server(root, port_range=CH_PORTS)
+
+
+# ----------------------------------------------------------------------------------------------- data
+def small_network(seed: int, *, members: int = 700, days: int = 2, stations: int = 8) -> dict[str, pd.DataFrame]:
+    """A small simulated network (frames by name without ``.parquet``)."""
+    from fuelcard.simulator import SimConfig, simulate
+
+    frames = simulate(SimConfig(seed=seed, days=days, stations=stations, members=members))
+    return {k.removesuffix(".parquet"): v for k, v in frames.items() if k.endswith(".parquet")}
+
+
+def write_directory(root: Path, sim: dict[str, pd.DataFrame]) -> Path:
+    """The card → member → tier/family directory the points router needs (as the demo writes it)."""
+    d = root / "directory"
+    d.mkdir(parents=True, exist_ok=True)
+    sim["cards"][["card_id", "member_id"]].to_parquet(d / "cards.parquet", index=False)
+    cols = [c for c in ("member_id", "tier", "family_id") if c in sim["members"].columns]
+    sim["members"][cols].to_parquet(d / "members.parquet", index=False)
+    return d
+
+
+@dataclass
+class Expected:
+    """Effects the input must produce, independent of processing order."""
+
+    auth_ids: list[str]
+    accrual_tx: set[str]     # captured purchases that earn points (one accrual each)
+    reversal_keys: set[str]  # refunds / cancels of an accrued purchase (one reversal each)
+    redemption_ids: set[str]  # one redemption or rejected line each
+    records: list[Any]
+
+
+def expected_effects(sim: dict[str, pd.DataFrame], prefix: str) -> Expected:
+    """Event records of the simulated days and the effects they must have (pure points core as the oracle)."""
+    from fuelcard import points as pts
+    from streams.app import payment_to_points_request
+    from streams.directory import CardDirectory
+    from streams.feed import day_events, to_records
+
+    events = day_events(sim["transactions"], recharges=sim.get("recharges"), redemptions=sim.get("redemptions"))
+    directory = CardDirectory.from_frames(sim["cards"], sim["members"])
+    accrual_tx: set[str] = set()
+    reversal_keys: set[str] = set()
+    redemption_ids: set[str] = set()
+    for _, suffix, ev in events:
+        if suffix == "payments":
+            req = payment_to_points_request(ev, directory)
+            if req is None:
+                continue
+            if req.kind == "accrual":
+                _, moves = pts.apply(None, req)
+                if any(m.points for m in moves):
+                    accrual_tx.add(req.tx_id or "")
+            elif req.tx_id in accrual_tx:
+                reversal_keys.add(f"{req.kind}:{req.request_id}")
+        elif suffix == "redemptions":
+            redemption_ids.add(ev.redemption_id)
+    return Expected(auth_ids=[str(x) for x in sim["transactions"]["tx_id"]], accrual_tx=accrual_tx,
+                    reversal_keys=reversal_keys, redemption_ids=redemption_ids,
+                    records=list(to_records(events, prefix)))
+
+
+# ----------------------------------------------------------------------------------------------- kafka io
+async def produce_reliably(bootstrap: str, records: Iterable[Any], *, rate: float | None,
+                           chunk: int = 200) -> int:
+    """Produce records at ``rate``; a chunk whose delivery fails (broker restarting) is sent again until it is
+    acknowledged — as a gateway with retries would. Re-sent records are redeliveries the system must absorb."""
+    from aiokafka import AIOKafkaProducer
+
+    recs = list(records)
+    producer: Any = None
+    start = time.perf_counter()
+    i = 0
+    resent = 0
+    try:
+        while i < len(recs):
+            part = recs[i:i + chunk]
+            if rate:
+                due = start + (i + len(part)) / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            try:
+                if producer is None:
+                    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=2,
+                                                request_timeout_ms=5000, retry_backoff_ms=200)
+                    await producer.start()
+                futs = [await producer.send(r.topic, r.value, key=r.key) for r in part]
+                await asyncio.gather(*futs)
+                i += len(part)
+            except Exception:  # noqa: BLE001 - broker away: reconnect and send the chunk again
+                resent += len(part)
+                with contextlib.suppress(Exception):
+                    if producer is not None:
+                        await producer.stop()
+                producer = None
+                await asyncio.sleep(0.5)
+    finally:
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+    return resent
+
+
+async def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Every record of ``topic`` up to its current end offsets (no consumer group), JSON-decoded; envelopes
+    (JSON arrays) are flattened. Undecodable records are returned as ``{"_raw": bytes}``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                         fetch_max_wait_ms=100, max_poll_records=5000, auto_offset_reset="earliest")
+    await c.start()
+    out: list[dict[str, Any]] = []
+    try:
+        parts = c.partitions_for_topic(topic)
+        if not parts:
+            await c._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
+            parts = c.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        ends = await c.end_offsets(tps)
+        pos = dict.fromkeys(tps, 0)
+        deadline = time.monotonic() + timeout_s
+        while any(pos[tp] < ends[tp] for tp in tps) and time.monotonic() < deadline:
+            batches = await c.getmany(timeout_ms=200)
+            for tp, msgs in batches.items():
+                for m in msgs:
+                    pos[tp] = m.offset + 1
+                    try:
+                        body = orjson.loads(m.value)
+                    except orjson.JSONDecodeError:
+                        out.append({"_raw": m.value})
+                        continue
+                    for d in body if isinstance(body, list) else [body]:
+                        if isinstance(d, dict):
+                            d = {**d, "_partition": m.partition, "_offset": m.offset}
+                            out.append(d)
+    finally:
+        with contextlib.suppress(Exception):
+            await c.stop()
+    return out
+
+
+def run(coro: Any) -> Any:
+    """Run a coroutine to completion from sync code."""
+    from streams.broker import _run_coro
+
+    return _run_coro(coro)
+
+
+async def wait_decided(bootstrap: str, topic: str, ids: Iterable[str], timeout_s: float,
+                       *, at_least: float = 1.0) -> int:
+    """Wait until ``at_least`` (a share) of ``ids`` have a decision on ``topic``; returns how many do."""
+    from streams.loadgen import DecisionCollector
+
+    want = set(ids)
+    col = DecisionCollector(bootstrap, topic, from_beginning=True)
+    await col.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            got = len(want & col.arrived.keys())
+            if got >= at_least * len(want):
+                return got
+            await asyncio.sleep(0.1)
+        return len(want & col.arrived.keys())
+    finally:
+        await col.stop()
+
+
+async def warm(cl: Any, timeout_s: float = 120.0) -> float:
+    """Probe every partition until the (re)started workers decide: they hold their partitions again."""
+    from streams import topics as T
+    from streams.loadgen import DecisionCollector, warm_up
+
+    col = DecisionCollector(cl.bootstrap, cl.topic(T.DECISIONS.suffix))
+    await col.start()
+    try:
+        return await warm_up(cl.bootstrap, cl.topic(T.AUTHORISATIONS.suffix), col, probes=16, timeout=timeout_s)
+    finally:
+        await col.stop()
+
+
+# ----------------------------------------------------------------------------------------------- pipeline
+@dataclass
+class Pipeline:
+    """Broker + risk/points workers + a sink worker writing to a ClickHouse server database."""
+
+    root: Path
+    sim: dict[str, pd.DataFrame]
+    wh_url: str
+    port: int = 0
+    cluster: Any = None
+    expected: Expected | None = None
+
+    def start(self) -> Pipeline:
+        """Start the broker (topics pre-created), one risk+points worker and one sink worker; wait until warm."""
+        from streams.cluster import StreamCluster
+        from warehouse import connect
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        wh = connect(self.wh_url)
+        wh.migrate()
+        wh.close()
+        self.port = self.port or free_port(*BROKER_PORTS)
+        directory = write_directory(self.root, self.sim)
+        self.cluster = StreamCluster(self.root / "stream", port=self.port, workers=1, agents="risk,points",
+                                     directory=directory, loglevel="INFO")
+        self.expected = expected_effects(self.sim, self.cluster.prefix or "")
+        self.cluster.start_broker()
+        self.start_workers()
+        return self
+
+    def start_workers(self) -> None:
+        """One risk+points worker (group ``app_id``) and one warehouse sink worker (group ``app_id-sink``)."""
+        cl = self.cluster
+        cl.start_workers()
+        cl.start_workers(1, agents="sink", sink=f"warehouse:{self.wh_url}", group_suffix="-sink")
+        run(warm(cl))
+
+    def kill9_all_workers(self) -> list[int]:
+        """SIGKILL every worker (they die without leaving their consumer groups); returns their PIDs."""
+        cl = self.cluster
+        pids = [p.pid for p in cl.procs]
+        for i in range(len(cl.procs)):
+            cl.kill_worker(i)
+        cl.procs.clear()
+        return pids
+
+    def stop(self) -> None:
+        """Stop workers (SIGTERM) and the broker, by PID."""
+        if self.cluster is not None:
+            self.cluster.stop()
+
+    def topic(self, suffix: str) -> str:
+        return self.cluster.topic(suffix)
+
+    def wait_warehouse(self, timeout_s: float) -> None:
+        """Wait until the warehouse holds a decision and a transaction row for every authorisation, and the
+        ledger stopped growing."""
+        from warehouse import connect
+
+        assert self.expected is not None
+        n = len(self.expected.auth_ids)
+        want_ledger = len(self.expected.accrual_tx) + len(self.expected.reversal_keys)
+        wh = connect(self.wh_url)
+        deadline = time.monotonic() + timeout_s
+        last, stable = None, time.monotonic()
+        try:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(Exception):
+                    cur = (wh.query_value("SELECT uniqExact(tx_id) FROM fact_risk_decisions "
+                                          "WHERE NOT match(tx_id, '^(probe-|PZ)')"),
+                           wh.query_value("SELECT uniqExact(tx_id) FROM fact_transactions "
+                                          "WHERE NOT match(tx_id, '^(probe-|PZ)') AND version >= 2"),
+                           wh.query_value("SELECT count() FROM fact_points_ledger"))
+                    if cur != last:
+                        last, stable = cur, time.monotonic()
+                    if cur[0] >= n and cur[2] >= want_ledger and time.monotonic() - stable > 3.0:
+                        return
+                    if time.monotonic() - stable > 25.0:
+                        return  # nothing moves any more: account for what is there
+                time.sleep(0.5)
+        finally:
+            wh.close()
+
+    def account(self, name: str, *, events_in: int, extra: dict[str, Any] | None = None) -> CaseResult:
+        """Compare what the topics and the warehouse hold against the expected effects."""
+        from streams import topics as T
+        from warehouse import connect
+
+        exp = self.expected
+        assert exp is not None
+        problems: list[str] = []
+        bootstrap = self.cluster.bootstrap
+        decisions = [d for d in run(read_topic(bootstrap, self.topic(T.DECISIONS.suffix)))
+                     if not str(d.get("tx_id", "")).startswith("probe-")]
+        ledger = run(read_topic(bootstrap, self.topic(T.POINTS_LEDGER.suffix)))
+        dead = run(read_topic(bootstrap, self.topic(T.DEAD_LETTERS.suffix)))
+        auth_set = set(exp.auth_ids)
+        # where a lost effect got lost: never stored by the broker, or stored but never consumed
+        in_topic = {d.get("tx_id") for d in run(read_topic(bootstrap, self.topic(T.AUTHORISATIONS.suffix)))}
+        pay_topic = {(d.get("kind"), d.get("tx_id")) for d in run(read_topic(bootstrap,
+                                                                             self.topic(T.PAYMENTS.suffix)))}
+        # ---- the decisions topic (at-least-once: redelivered decisions are allowed here, counted below)
+        per_tx = Counter(d["tx_id"] for d in decisions)
+        topic_missing = auth_set - per_tx.keys()
+        topic_redelivered = sum(c - 1 for c in per_tx.values() if c > 1)
+        distinct_decision_ids = defaultdict(set)
+        for d in decisions:
+            distinct_decision_ids[d["tx_id"]].add(d.get("event_id") or d["tx_id"])
+        # ---- points: one accrual per captured purchase, one reversal per refund/cancel, one line per redemption
+        moves: dict[str, dict[str, Any]] = {}
+        for m in ledger:
+            moves.setdefault(m["movement_id"], m)
+        accruals = Counter(m["tx_id"] for m in moves.values() if m["kind"] == "accrual")
+        reversal_ids = Counter(m["movement_id"] for m in moves.values() if m["kind"] == "reversal")
+        redemption_lines = Counter(m["movement_id"].split(":", 1)[-1] for m in moves.values()
+                                   if m["kind"] in ("redemption", "rejected"))
+        lost_accruals = exp.accrual_tx - accruals.keys()
+        dup_accruals = sum(c - 1 for c in accruals.values() if c > 1)
+        # ---- balances: the last balance_after of each account (partition order) == sum of its ledger lines
+        last_balance: dict[str, int] = {}
+        summed: Counter[str] = Counter()
+        for m in sorted(moves.values(), key=lambda m: (m["_partition"], m["_offset"])):
+            last_balance[m["account_id"]] = int(m["balance_after"])
+            if m["kind"] != "rejected":
+                summed[m["account_id"]] += int(m["points"])
+        bad_balances = {a: (b, summed[a]) for a, b in last_balance.items() if b != summed[a]}
+        if bad_balances:
+            problems.append(f"{len(bad_balances)} points balances differ from the ledger recomputation")
+        # ---- the warehouse (after its deduplication)
+        wh = connect(self.wh_url)
+        try:
+            q = wh.query_value
+            n = len(exp.auth_ids)
+            wh_dec_final = q("SELECT count() FROM fact_risk_decisions FINAL WHERE NOT match(tx_id, '^(probe-|PZ)')")
+            wh_dec_tx = q("SELECT uniqExact(tx_id) FROM fact_risk_decisions WHERE NOT match(tx_id, '^(probe-|PZ)')")
+            wh_dec_raw = q("SELECT count() FROM fact_risk_decisions WHERE NOT match(tx_id, '^(probe-|PZ)')")
+            wh_tx_final = q("SELECT count() FROM fact_transactions FINAL WHERE NOT match(tx_id, '^(probe-|PZ)')")
+            wh_tx_ids = q("SELECT uniqExact(tx_id) FROM fact_transactions WHERE NOT match(tx_id, '^(probe-|PZ)')")
+            wh_ledger = wh.query_df("SELECT entry_id, tx_id, kind, points, note FROM fact_points_ledger")
+            wh_rollup_decisions = q("SELECT sum(decisions) FROM rollup_risk_daily")
+            tx_final = wh.query_df("SELECT tx_id, ts, capture_ts, status, version, station_id FROM "
+                                   "fact_transactions FINAL WHERE NOT match(tx_id, '^(probe-|PZ)')")
+        finally:
+            wh.close()
+        wh_ledger_dups = int(wh_ledger["entry_id"].duplicated().sum())
+        # every applied movement on the ledger topic must be in the warehouse ledger
+        wh_entries = set(wh_ledger["entry_id"])
+        ledger_missing_in_wh = sum(1 for mid, m in moves.items() if m["kind"] != "rejected" and mid not in wh_entries)
+        wh_accrual_dups = int(wh_ledger[wh_ledger["kind"] == "earn"]["tx_id"].duplicated().sum())
+        wh_balances = Counter()
+        for note, pts_ in zip(wh_ledger["note"], wh_ledger["points"], strict=True):
+            wh_balances[str(note).split(" ", 1)[0]] += int(pts_)
+        wh_bad_balances = {a: (b, wh_balances[a]) for a, b in last_balance.items() if b != wh_balances[a]}
+        if wh_bad_balances:
+            problems.append(f"{len(wh_bad_balances)} balances differ from the warehouse ledger sums")
+        if wh_tx_final != n or wh_tx_ids != n:
+            twice = tx_final[tx_final["tx_id"].duplicated(keep=False)].sort_values("tx_id").head(6)
+            problems.append(f"fact_transactions FINAL has {wh_tx_final} rows for {wh_tx_ids} tx ids; input {n}; "
+                            f"e.g. {twice.astype(str).to_dict('records')}")
+        if wh_rollup_decisions is not None and int(wh_rollup_decisions) != wh_dec_raw:
+            problems.append(f"rollup_risk_daily counts {wh_rollup_decisions} decisions, base table {wh_dec_raw}")
+        if dead:
+            problems.append(f"{len(dead)} dead letters for valid input")
+        expected_effects_n = n + len(exp.accrual_tx) + len(exp.reversal_keys) + len(exp.redemption_ids)
+        got_ledger = len(exp.accrual_tx & accruals.keys()) + len(exp.reversal_keys & reversal_ids.keys()) + len(
+            exp.redemption_ids & redemption_lines.keys())
+        lost = (n - min(n, wh_dec_tx)) + ledger_missing_in_wh + len(lost_accruals) + (len(exp.reversal_keys - reversal_ids.keys())) + len(
+            exp.redemption_ids - redemption_lines.keys())
+        duplicated = (wh_dec_final - wh_dec_tx) + (wh_dec_raw - wh_dec_tx) + dup_accruals + wh_ledger_dups \
+            + wh_accrual_dups + max(0, wh_tx_final - n)
+        captures_missing_from_topic = sum(1 for t in exp.accrual_tx if ("capture", t) not in pay_topic)
+        if auth_set - in_topic or captures_missing_from_topic:
+            problems.append(f"broker lost acknowledged records: {len(auth_set - in_topic)} authorisations, "
+                            f"{captures_missing_from_topic} captures absent from their input topics")
+        details = {
+            "authorisations": n,
+            "auths_missing_from_input_topic": len(auth_set - in_topic),
+            "captures_missing_from_input_topic": captures_missing_from_topic,
+            "auths_in_topic_but_undecided": len((auth_set & in_topic) - per_tx.keys()), "expected_effects": expected_effects_n,
+            "decisions_topic_missing": len(topic_missing), "decisions_topic_redelivered": topic_redelivered,
+            "tx_with_two_decision_ids": sum(1 for s in distinct_decision_ids.values() if len(s) > 1),
+            "warehouse_decisions_final": wh_dec_final, "warehouse_decision_tx": wh_dec_tx,
+            "warehouse_transactions_final": wh_tx_final,
+            "sink_split_rows": max(0, int(wh_tx_final) - int(wh_tx_ids)), "accruals": len(accruals),
+            "expected_accruals": len(exp.accrual_tx), "ledger_lines_missing_in_warehouse": ledger_missing_in_wh,
+            "points_accounts": len(last_balance),
+            "balances_checked": len(last_balance), "balances_wrong": len(bad_balances),
+            "warehouse_balances_wrong": len(wh_bad_balances), **(extra or {}),
+        }
+        details = {k: int(v) if hasattr(v, "item") else v for k, v in details.items()}
+        effects_out = int(min(n, wh_dec_tx) + got_ledger - ledger_missing_in_wh)
+        return CaseResult(name, events_in=events_in, effects_out=effects_out,
+                          lost=int(lost), duplicated=int(duplicated), details=details, problems=problems)
+
+
+# ----------------------------------------------------------------------------------------------- cases
+def _split(records: list[Any], share: float) -> tuple[list[Any], list[Any]]:
+    k = int(len(records) * share)
+    return records[:k], records[k:]
+
+
+def case_worker_kill9(root: Path, wh_url: str, *, seed: int = 21, members: int = 700, rate: float = 400.0,
+                      timeout_s: float = 120.0) -> CaseResult:
+    """Case 1: SIGKILL every worker mid-stream, restart the broker (the noida-db workaround), restart the
+    workers, finish the stream; then every authorisation has one decision, balances equal the ledger, the
+    warehouse counts equal the input."""
+    from streams import topics as T
+
+    t0 = time.perf_counter()
+    p = Pipeline(root, small_network(seed, members=members), wh_url)
+    try:
+        p.start()
+        exp = p.expected
+        assert exp is not None
+        first, second = _split(exp.records, 0.6)
+        first_auths = [r.tx_id for r in first if r.tx_id]
+
+        async def phase_a() -> tuple[int, int, list[int]]:
+            prod = asyncio.create_task(produce_reliably(p.cluster.bootstrap, first, rate=rate))
+            # kill while the agents are busy with the first part: ~30 % of its authorisations decided
+            got = await wait_decided(p.cluster.bootstrap, p.topic(T.DECISIONS.suffix), first_auths, 60,
+                                     at_least=0.3)
+            pids = p.kill9_all_workers()
+            resent = await prod
+            return got, resent, pids
+
+        decided_at_kill, resent_a, killed = run(phase_a())
+        assert p.cluster.broker is not None
+        p.cluster.broker.restart()  # workaround: stale group members gone; data, topics, offsets kept
+        p.start_workers()
+        resent_b = run(produce_reliably(p.cluster.bootstrap, second, rate=rate))
+        run(wait_decided(p.cluster.bootstrap, p.topic(T.DECISIONS.suffix), exp.auth_ids, timeout_s))
+        p.wait_warehouse(timeout_s)
+        p.cluster.check_workers()
+        return p.account("worker_kill9", events_in=len(exp.records), extra={
+            "killed_pids": killed, "decided_before_kill": decided_at_kill, "resent": resent_a + resent_b,
+            "wall_s": round(time.perf_counter() - t0, 1)})
+    finally:
+        p.stop()
+
+
+def case_broker_restart(root: Path, wh_url: str, *, seed: int = 22, members: int = 300, rate: float = 200.0,
+                        timeout_s: float = 120.0) -> CaseResult:
+    """Case 2a: restart the broker (SIGTERM, same data directory) while events are being produced and
+    processed; the workers are *not* restarted: processing must resume by itself, nothing lost."""
+    from streams import topics as T
+
+    t0 = time.perf_counter()
+    p = Pipeline(root, small_network(seed, members=members), wh_url)
+    try:
+        p.start()
+        exp = p.expected
+        assert exp is not None
+        auths = [r.tx_id for r in exp.records if r.tx_id]
+        stats: dict[str, Any] = {}
+
+        async def drive() -> None:
+            prod = asyncio.create_task(produce_reliably(p.cluster.bootstrap, exp.records, rate=rate))
+            stats["decided_before_restart"] = await wait_decided(
+                p.cluster.bootstrap, p.topic(T.DECISIONS.suffix), auths, 60, at_least=0.25)
+            t = time.perf_counter()
+            await asyncio.to_thread(p.cluster.broker.restart)
+            stats["broker_down_s"] = round(time.perf_counter() - t, 2)
+            stats["resent_by_producer"] = await prod
+
+        run(drive())
+        run(wait_decided(p.cluster.bootstrap, p.topic(T.DECISIONS.suffix), exp.auth_ids, timeout_s))
+        p.wait_warehouse(timeout_s)
+        alive = [q.poll() is None for q in p.cluster.procs]
+        res = p.account("broker_restart", events_in=len(exp.records),
+                        extra={**stats, "workers_alive": alive, "wall_s": round(time.perf_counter() - t0, 1)})
+        if not all(alive):
+            res.problems.append("a worker died")
+        return res
+    finally:
+        p.stop()
+
+
+def case_warehouse_restart(root: Path, server: Any, wh_url: str, *, seed: int = 24, members: int = 300,
+                           rate: float = 25.0, down_s: float = 8.0, timeout_s: float = 120.0) -> CaseResult:
+    """Case 2b: stop the ClickHouse server while the sink agent is writing (events keep flowing), keep it down
+    ``down_s`` seconds, start it again on the same data; every row must still reach the warehouse once."""
+    from streams import topics as T
+
+    t0 = time.perf_counter()
+    p = Pipeline(root, small_network(seed, members=members), wh_url)
+    try:
+        p.start()
+        exp = p.expected
+        assert exp is not None
+        auths = [r.tx_id for r in exp.records if r.tx_id]
+        stats: dict[str, Any] = {}
+
+        async def drive() -> None:
+            # paced so that events keep arriving during the whole outage
+            pace = max(rate, len(exp.records) / (down_s + 8.0))
+            prod = asyncio.create_task(produce_reliably(p.cluster.bootstrap, exp.records, rate=pace, chunk=10))
+            stats["decided_before_stop"] = await wait_decided(
+                p.cluster.bootstrap, p.topic(T.DECISIONS.suffix), auths, 60, at_least=0.2)
+            t = time.perf_counter()
+            await asyncio.to_thread(server.stop)
+            await asyncio.sleep(down_s)
+            await asyncio.to_thread(server.start)
+            stats["warehouse_down_s"] = round(time.perf_counter() - t, 2)
+            await prod
+
+        run(drive())
+        run(wait_decided(p.cluster.bootstrap, p.topic(T.DECISIONS.suffix), exp.auth_ids, timeout_s))
+        p.wait_warehouse(min(timeout_s, 40.0))
+        alive = [q.poll() is None for q in p.cluster.procs]
+        res = p.account("warehouse_restart", events_in=len(exp.records),
+                        extra={**stats, "workers_alive": alive, "wall_s": round(time.perf_counter() - t0, 1)})
+        if not all(alive):
+            res.problems.append("a worker died")
+        return res
+    finally:
+        p.stop()
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Small helper for artefacts of a run."""
+    path.write_text(json.dumps(obj, indent=2, default=str))
+
+
+# ----------------------------------------------------------------------------------------------- poison
+@dataclass(frozen=True)
+class Poison:
+    """One fuzzed record: where it goes, its raw bytes, and what must happen to it.
+
+    ``expect``: ``dead`` (a dead letter with a reason, no decision), ``one`` (exactly one decision: duplicates,
+    out-of-order events), ``dead_or_decided`` (either, exactly once: never lost, never a crash).
+    """
+
+    label: str
+    topic: str
+    key: bytes
+    raw: bytes
+    expect: str
+    tx_id: str | None = None
+
+
+def _auth_dict(i: int, *, card: str, ts: str = "2026-01-01T10:00:00+00:00", **over: Any) -> dict[str, Any]:
+    d = {"tx_id": f"PZ{i:04d}", "ts": ts, "card_id": card, "station_id": "S0001", "product": "95",
+         "amount_fen": 20_000, "lat": 30.1, "lon": 120.1}
+    d.update(over)
+    return d
+
+
+def poison_records(prefix: str, *, seed: int = 5, pii: tuple[str, str] = ("13800000000", "110101199001011234")
+                   ) -> list[Poison]:
+    """Fuzzed authorisations, payments and redemptions: wrong types, missing fields, huge values, bad encodings,
+    duplicates, out-of-order and far-future timestamps (each carries a unique marker to match its dead letter)."""
+    import random
+
+    rng = random.Random(seed)
+    auth_t, pay_t, red_t = f"{prefix}.authorisations", f"{prefix}.payments", f"{prefix}.redemptions"
+    out: list[Poison] = []
+    n = iter(range(10_000))
+
+    def auth(label: str, expect: str, d: Any, card: str = "PZCARD", raw: bytes | None = None) -> None:
+        body = raw if raw is not None else json.dumps(d).encode()  # json: integers beyond 64 bits too
+        out.append(Poison(label, auth_t, card.encode(), body, expect,
+                          d.get("tx_id") if isinstance(d, dict) and expect != "dead" else None))
+
+    # wrong types
+    auth("amount is a string", "dead", _auth_dict(next(n), card="PZC1", amount_fen="twenty yuan"))
+    auth("ts is a number", "dead", _auth_dict(next(n), card="PZC1", ts=1767261600))
+    auth("product unknown", "dead", _auth_dict(next(n), card="PZC1", product="kerosene"))
+    auth("card_id is an object", "dead", _auth_dict(next(n), card="PZC1", card_id={"pan": "6214830012345678"}))
+    auth("naive timestamp", "dead", _auth_dict(next(n), card="PZC1", ts="2026-01-01T10:00:00"))
+    auth("unexpected field", "dead", _auth_dict(next(n), card="PZC1", cvv="123"))
+    auth("JSON array of numbers", "dead", None, raw=b"[1, 2, 3]")
+    auth("JSON null", "dead", None, raw=b"null")
+    auth("JSON string", "dead", None, raw=b'"authorisation"')
+    # personal data where it does not belong (the log scan of tests/faults/test_security.py looks for it)
+    phone, id_number = pii
+    auth("phone number as amount", "dead", _auth_dict(next(n), card="PZC1", amount_fen=phone + "x"))
+    auth("ID number as timestamp", "dead", _auth_dict(next(n), card="PZC1", ts=id_number))
+    # missing fields
+    for f in ("tx_id", "card_id", "ts", "amount_fen", "product"):
+        d = _auth_dict(next(n), card="PZC2")
+        d.pop(f)
+        auth(f"missing {f}", "dead", d)
+    auth("empty object", "dead", {})
+    # huge values
+    auth("amount 10^30 fen", "dead", _auth_dict(next(n), card="PZC3", amount_fen=10**30))
+    auth("negative amount", "dead", _auth_dict(next(n), card="PZC3", amount_fen=-5))
+    auth("litres 1e308", "dead", _auth_dict(next(n), card="PZC3", litres=1e308))
+    auth("latitude 1e9", "dead", _auth_dict(next(n), card="PZC3", lat=1e9))
+    auth("200 kB card id", "dead", _auth_dict(next(n), card="PZC3", card_id="C" * 200_000))
+    auth("deeply nested", "dead", None, raw=b'{"tx_id":' + b"[" * 5000 + b"]" * 5000 + b"}")
+    # bad encodings
+    auth("invalid UTF-8", "dead", None, raw=b'{"tx_id": "PZ\xff\xfe", "card_id": "PZC4"}')
+    auth("UTF-16 JSON", "dead", None, raw=json.dumps(_auth_dict(next(n), card="PZC4")).encode("utf-16"))
+    auth("binary garbage", "dead", None, raw=bytes(rng.randrange(256) for _ in range(64)))
+    auth("truncated JSON", "dead", None, raw=orjson.dumps(_auth_dict(next(n), card="PZC4"))[:-7])
+    auth("NUL bytes", "dead", None, raw=b"\x00" * 16)
+    auth("empty payload", "dead", None, raw=b"")
+    # an envelope with one bad item among good ones: the good ones are decided, the bad one dead-lettered
+    good_a, good_b = _auth_dict(next(n), card="PZC5"), _auth_dict(next(n), card="PZC5",
+                                                                    ts="2026-01-01T10:05:00+00:00")
+    bad_item = _auth_dict(next(n), card="PZC5", amount_fen=[])
+    out.append(Poison("envelope good item 1", auth_t, b"PZC5", orjson.dumps([good_a, bad_item, good_b]), "one",
+                      good_a["tx_id"]))
+    out.append(Poison("envelope good item 2", auth_t, b"PZC5", b"", "one", good_b["tx_id"]))  # accounted only
+    out.append(Poison("envelope bad item", auth_t, b"PZC5", orjson.dumps(bad_item), "dead"))  # accounted only
+    # duplicates: the same valid authorisation three times → one decision
+    dup = _auth_dict(next(n), card="PZC6")
+    for _ in range(3):
+        auth("duplicate authorisation", "one", dup, card="PZC6")
+    # out of order: a later event first, then an earlier one on the same card → both decided once
+    auth("out of order (later first)", "one", _auth_dict(next(n), card="PZC7", ts="2026-01-01T12:00:00+00:00"),
+         card="PZC7")
+    auth("out of order (earlier second)", "one", _auth_dict(next(n), card="PZC7", ts="2026-01-01T08:00:00+00:00"),
+         card="PZC7")
+    # far-future timestamps
+    auth("far future: year 2999", "far_future", _auth_dict(next(n), card="PZC8", ts="2999-01-01T00:00:00+00:00"),
+         card="PZC8")
+    auth("far future: +400 days", "far_future", _auth_dict(next(n), card="PZC9", ts="2027-06-01T00:00:00+00:00"),
+         card="PZC9")
+    # payments and redemptions (points router)
+    cap = {"kind": "capture", "tx_id": "PZCAP1", "ts": "2026-01-01T10:00:00+00:00", "card_id": "PZC1",
+           "station_id": "S0001", "product": "95", "amount_fen": 1000}
+    for label, d in [("capture amount string", {**cap, "amount_fen": "x"}), ("unknown payment kind",
+                     {**cap, "kind": "chargeback"}), ("refund missing refund_id", {**cap, "kind": "refund"}),
+                     ("capture without kind", {k: v for k, v in cap.items() if k != "kind"})]:
+        out.append(Poison(label, pay_t, b"PZC1", orjson.dumps(d), "dead"))
+    out.append(Poison("payment not JSON", pay_t, b"PZC1", b"\xff\x00garbage", "dead"))
+    red = {"redemption_id": "PZR1", "ts": "2026-01-01T10:00:00+00:00", "member_id": "PZM1", "points": 10,
+           "item": "coffee"}
+    out.append(Poison("redemption negative points", red_t, b"PZM1", orjson.dumps({**red, "points": -10}), "dead"))
+    out.append(Poison("redemption huge points", red_t, b"PZM1", json.dumps({**red, "points": 10**40}).encode(), "dead"))
+    out.append(Poison("redemption bad encoding", red_t, b"PZM1", b'{"redemption_id": "\xc3\x28"}', "dead"))
+    return out
+
+
+def case_poison(root: Path, wh_url: str, *, seed: int = 23, members: int = 300, rate: float = 300.0,
+                timeout_s: float = 90.0) -> CaseResult:
+    """Case 3: fuzzed records interleaved with a valid simulated stream. Invalid ones land in the dead-letter
+    topic with a reason, duplicates and out-of-order events are decided once, the agents keep going, and every
+    valid event still reaches the warehouse (a bad row must not take its micro-batch down with it)."""
+    import base64
+
+    from streams import topics as T
+    from streams.loadgen import Outgoing
+
+    t0 = time.perf_counter()
+    p = Pipeline(root, small_network(seed, members=members), wh_url)
+    try:
+        p.start()
+        exp = p.expected
+        assert exp is not None
+        m = p.sim["members"].iloc[0]
+        poison = poison_records(p.cluster.prefix or "", pii=(str(m["phone"]), str(m["id_number"])))
+        sendable = [Outgoing(x.topic, x.key, x.raw, None) for x in poison
+                    if x.label not in ("envelope good item 2", "envelope bad item")]
+        first, second = _split(exp.records, 0.5)
+        run(produce_reliably(p.cluster.bootstrap, first + sendable + second, rate=rate))
+        poison_auths = sorted({x.tx_id for x in poison if x.tx_id and x.expect == "one"})
+        run(wait_decided(p.cluster.bootstrap, p.topic(T.DECISIONS.suffix), exp.auth_ids + poison_auths, timeout_s))
+        # the agents keep going: a fresh valid authorisation after all that is decided
+        run(warm(p.cluster, 60))
+        p.wait_warehouse(timeout_s)
+        alive = [q.poll() is None for q in p.cluster.procs]
+        dead = run(read_topic(p.cluster.bootstrap, p.topic(T.DEAD_LETTERS.suffix)))
+        decisions = run(read_topic(p.cluster.bootstrap, p.topic(T.DECISIONS.suffix)))
+        per_tx = Counter(d.get("tx_id") for d in decisions)
+        dead_by_raw = Counter(d.get("raw_b64") for d in dead)
+        no_reason = sum(1 for d in dead if not str(d.get("reason", "")).strip())
+        lost = dup = 0
+        wrong: list[str] = []
+        far: dict[str, str] = {}
+        seen_raw: set[bytes] = set()
+        for x in poison:
+            key = base64.b64encode(x.raw).decode()
+            n_dead = dead_by_raw.get(key, 0)
+            n_dec = per_tx.get(x.tx_id, 0) if x.tx_id else 0
+            if x.expect == "dead":
+                if x.raw in seen_raw:
+                    continue
+                seen_raw.add(x.raw)
+                lost += n_dead == 0
+                dup += max(0, n_dead - 1)
+            elif x.expect == "one":
+                if x.tx_id in seen_raw:
+                    continue
+                seen_raw.add(x.tx_id)  # type: ignore[arg-type]
+                lost += n_dec == 0
+                dup += max(0, n_dec - 1)
+            else:  # far future: never lost, never twice; dead-lettered is what the issue asks for
+                n_tx = per_tx.get(json.loads(x.raw)["tx_id"], 0)
+                lost += (n_dead + n_tx) == 0
+                dup += max(0, n_dead + n_tx - 1)
+                far[x.label] = "dead-lettered" if n_dead else ("decided" if n_tx else "lost")
+        for d in dead:
+            if "raw_b64" not in d or "reason" not in d:
+                wrong.append("dead letter without raw payload or reason")
+        valid = p.account("poison_input", events_in=len(exp.records) + len(sendable),
+                          extra={"allow_dead_letters": True})
+        valid.problems = [q for q in valid.problems if "dead letters for valid input" not in q]
+        poison_n = len({x.raw for x in poison if x.expect == "dead"}) + len(
+            {x.tx_id for x in poison if x.expect == "one"}) + sum(1 for x in poison if x.expect == "far_future")
+        res = CaseResult("poison_input", events_in=valid.events_in, effects_out=valid.effects_out + poison_n - lost,
+                         lost=valid.lost + lost, duplicated=valid.duplicated + dup, problems=valid.problems + wrong)
+        reasons = Counter(str(d.get("reason", "")).split(":", 1)[0] for d in dead)
+        res.details = {**valid.details, "poison_records": len(sendable), "dead_letters": len(dead),
+                       "dead_letters_without_reason": no_reason, "dead_letter_reasons": dict(reasons),
+                       "far_future": far, "workers_alive": alive, "wall_s": round(time.perf_counter() - t0, 1)}
+        if not all(alive):
+            res.problems.append("a worker died")
+        return res
+    finally:
+        p.stop()

@@ -1,0 +1,93 @@
+"""Fault cases 1 and 2 on the real system: Faust workers on the embedded noida-db broker, the sink agent writing
+to a real ClickHouse server (clickhouse-driver), restarts and ``kill -9`` injected mid-stream.
+
+Each case prints ``events in, effects out, lost, duplicated`` (``pytest -s``) and asserts lost = duplicated = 0.
+Known defects of other components are tracked as strict xfails with the reason (see docs/FAULTS.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from tests.faults import harness as H
+
+pytestmark = pytest.mark.integration
+
+# F1 (streams/sinks.py WarehouseSink): a capture/refund whose authorisation is not in the sink's in-memory cache
+# (sink restarted, or the payment sorted before its authorisation inside one micro-batch) is written with the
+# payment's own time as ``ts`` — a second fact_transactions row that FINAL cannot collapse. It shows up in the
+# stream cases only when such a batch happens; test_sink_keeps_authorisation_time_for_payments reproduces it
+# deterministically (strict xfail), so here it is reported, not failed on.
+F1 = "fact_transactions FINAL has"
+
+
+def _assert_clean(r: H.CaseResult) -> None:
+    H.report(r)
+    other_problems = [p for p in r.problems if not p.startswith(F1)]
+    assert not other_problems, other_problems
+    assert r.lost == 0, r.details
+    assert r.duplicated - r.details.get("sink_split_rows", 0) == 0, r.details
+    assert r.effects_out == r.details["expected_effects"]
+
+
+def test_worker_kill9_mid_stream_then_restart(tmp_path: Path, fault_ch: Any) -> None:
+    """Case 1: every worker SIGKILLed mid-stream; broker restarted (noida-db never evicts the dead members);
+    workers restarted: one decision per authorisation in the warehouse, balances equal the ledger."""
+    r = H.case_worker_kill9(tmp_path, fault_ch.url("faults_kill9"), members=300)
+    _assert_clean(r)
+    assert r.details["decided_before_kill"] > 0  # the kill really happened mid-stream
+    assert r.details["balances_wrong"] == 0 and r.details["warehouse_balances_wrong"] == 0
+    assert r.details["warehouse_decisions_final"] == r.details["authorisations"]
+
+
+def test_broker_restart_mid_stream_resumes(tmp_path: Path, fault_ch: Any) -> None:
+    """Case 2a: the broker restarted under load; the workers (not restarted) resume; nothing lost."""
+    r = H.case_broker_restart(tmp_path, fault_ch.url("faults_broker"), members=300)
+    _assert_clean(r)
+    assert all(r.details["workers_alive"])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "F2 streams/app.py sink agent: after 3 failed sink.write attempts (~3 s) the micro-batch is acknowledged "
+    "anyway, so rows written while the warehouse is down are lost (fix: retry until written, with backoff; "
+    "never ack an unwritten batch)"))
+def test_warehouse_server_restart_mid_sink_loses_nothing(tmp_path: Path, fault_ch: Any) -> None:
+    """Case 2b: clickhouse-server stopped for 8 s while the sink writes, then started again."""
+    r = H.case_warehouse_restart(tmp_path, fault_ch, fault_ch.url("faults_wh"), members=300)
+    H.report(r)
+    assert all(r.details["workers_alive"])
+    assert r.lost == 0, r.details
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "F1 streams/sinks.py WarehouseSink.write: a payment whose authorisation is not in the in-memory _auths "
+    "cache (after a sink restart, or sorted first in a micro-batch) gets ts = its own time, which splits the "
+    "purchase into two fact_transactions rows (fix: look the authorisation time up in the warehouse on a "
+    "cache miss, and write authorisations before payments in each batch)"))
+def test_sink_keeps_authorisation_time_for_payments(fault_ch: Any) -> None:
+    """A refund written by a freshly started sink (its cache is empty) must update the same purchase row."""
+    from streams.sinks import WarehouseSink
+    from warehouse import connect
+
+    wh = connect(fault_ch.url("faults_f1"))
+    wh.migrate()
+    auth = {"kind": "authorisation", "tx_id": "F1-T1", "ts": "2026-01-01T06:00:00+00:00", "card_id": "C1",
+            "station_id": "S0001", "product": "95", "amount_fen": 30_000}
+    cap = {"kind": "capture", "tx_id": "F1-T1", "ts": "2026-01-01T06:03:00+00:00", "card_id": "C1",
+           "station_id": "S0001", "product": "95", "amount_fen": 30_000}
+    refund = {"kind": "refund", "tx_id": "F1-T1", "refund_id": "RF1-T1", "ts": "2026-01-01T07:03:00+00:00",
+              "card_id": "C1", "amount_fen": 30_000}
+    before = WarehouseSink(wh)
+    before.write("authorisations", [auth])
+    before.write("payments", [cap])
+    after_restart = WarehouseSink(wh)  # a new sink process: nothing cached
+    after_restart.write("payments", [refund])
+    rows = wh.query_df("SELECT tx_id, ts, status, station_id FROM fact_transactions FINAL WHERE tx_id = 'F1-T1'")
+    wh.close()
+    assert len(rows) == 1, rows.to_dict("records")
+    assert rows["status"].iloc[0] == "refunded"
+    assert pd.Timestamp(rows["ts"].iloc[0]) == pd.Timestamp("2026-01-01T06:00:00+00:00")
