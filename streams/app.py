@@ -65,6 +65,10 @@ class StreamConfig:
     broker_credentials: Any = None
     producer_linger_s: float = 0.0
     trace: bool = False
+    # Static partition ownership (index, count): this worker decides only authorisations of partitions p with
+    # p % count == index. Used instead of a shared consumer group on brokers whose group rebalancing does not
+    # work with several members (noida-db 0.2.3); every worker is then its own group and app id.
+    shard: tuple[int, int] | None = None
 
 
 def dead_letter_payload(*, reason: str, raw: bytes | None, topic: str, partition: int | None,
@@ -298,9 +302,12 @@ def create_app(cfg: StreamConfig) -> StreamApp:
         @app.agent(tps[T.AUTHORISATIONS.suffix], name="risk")
         async def risk(stream: Any) -> Any:
             out: Outbox = []
+            shard = cfg.shard
             async for batch in stream.take_events(cfg.take_max, within=cfg.take_within_s):
                 t_in = time.time()
                 for event in batch:
+                    if shard is not None and event.message.partition % shard[1] != shard[0]:
+                        continue  # another worker owns this partition
                     try:
                         decide_event(event, out)
                     except Exception as exc:  # noqa: BLE001 - an agent never crashes on one event

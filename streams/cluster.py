@@ -35,6 +35,9 @@ class StreamCluster:
     take_within_s: float = 0.004
     broker_url: str | None = None
     loglevel: str = "WARNING"
+    # Several risk workers: static partition ownership, one app id (group) per worker — noida-db 0.2.3 never
+    # completes a rebalance of a group with more than one member (see docs/STREAMING.md).
+    static_shards: bool = True
     broker: EmbeddedBroker | None = field(default=None, init=False)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list, init=False)
 
@@ -78,19 +81,25 @@ class StreamCluster:
         agents = agents or self.agents
         sink = sink or self.sink
         app_id = f"{self.app_id}{group_suffix}"
+        sharded = self.static_shards and n > 1 and "risk" in agents.split(",")
+        if sharded:
+            specs = [x for k in range(n) for x in all_topic_specs(self.prefix or "", f"{app_id}-w{k}")]
+            _run_coro(ensure_topics(self.bootstrap, specs))
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        for _ in range(n):
+        for k in range(n):
             i = len(self.procs)
             prof = os.environ.get("FUELCARD_WORKER_PROFILE")  # a directory: profile workers with cProfile
             pre = ["-m", "cProfile", "-o", f"{prof}/worker-{i}.prof"] if prof else []
             cmd = [sys.executable, *pre, "-m", "streams.worker", "--broker", self.url, "--prefix", str(self.prefix),
-                   "--app-id", app_id, "--agents", agents, "--sink", sink,
+                   "--app-id", f"{app_id}-w{k}" if sharded else app_id, "--agents", agents, "--sink", sink,
                    "--take-max", str(self.take_max), "--take-within", str(self.take_within_s),
                    "--loglevel", self.loglevel]
             if self.directory:
                 cmd += ["--directory", str(self.directory)]
+            if sharded:
+                cmd += ["--shard", f"{k}/{n}"]
             with open(logs / f"worker-{i}.log", "ab") as fh:
                 self.procs.append(subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,  # noqa: S603
                                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True))

@@ -54,7 +54,18 @@ def build_config(args: argparse.Namespace) -> StreamConfig:
         take_within_s=args.take_within,
         broker_credentials=credentials_from_settings(settings),
         trace=os.environ.get("FUELCARD_STREAM_TRACE") == "1",  # entry point: may read the environment
+        shard=_shard(args.shard),
     )
+
+
+def _shard(spec: str | None) -> tuple[int, int] | None:
+    """``"i/N"`` → (i, N)."""
+    if not spec:
+        return None
+    i, n = (int(x) for x in spec.split("/"))
+    if not 0 <= i < n:
+        raise ValueError(f"bad --shard {spec!r}")
+    return i, n
 
 
 def parser() -> argparse.ArgumentParser:
@@ -71,6 +82,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--take-within", type=float, default=0.004)
     p.add_argument("--loglevel", default="WARNING")
     p.add_argument("--loop", choices=("uvloop", "aio"), default="uvloop")
+    p.add_argument("--shard", default=None, help="i/N: static ownership of authorisation partitions p%%N == i")
     return p
 
 

@@ -142,3 +142,21 @@ async def test_envelope_of_authorisations_is_decided_item_by_item(built):
     assert [[d["tx_id"] for d in e] for e in envelopes] == [["e1", "e2"], ["e3"]]
     dead = _to(sent, "t.dead-letters")
     assert len(dead) == 1 and orjson.loads(dead[0]["raw"])["tx_id"] == "bad"
+
+
+async def test_static_shard_skips_partitions_owned_by_other_workers():
+    sent = []
+
+    async def publish(out):
+        sent.extend(out)
+        out.clear()
+
+    mine = create_app(StreamConfig(broker_url="kafka://127.0.0.1:1", prefix="t", app_id="s0", shard=(0, 2),
+                                   take_within_s=0.001))
+    other = create_app(StreamConfig(broker_url="kafka://127.0.0.1:1", prefix="t", app_id="s1", shard=(1, 2),
+                                    take_within_s=0.001))
+    for sa in (mine, other):
+        sa.publish = publish
+        async with sa.agents["risk"].test_context() as agent:
+            await agent.put(_auth("p0"), key=b"c1", partition=0)
+    assert [d["tx_id"] for d in _to(sent, "t.decisions")] == ["p0"]  # decided once, by the owner
