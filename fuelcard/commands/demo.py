@@ -1,0 +1,236 @@
+"""`fuelcard demo` and `fuelcard up`: the whole system on embedded defaults.
+
+``demo`` is bounded (a few minutes): simulate a network, load it into the embedded warehouse, backtest and
+report the fraud model, train every model into the registry, stream the last simulated day through the real
+broker and Faust agents, exercise every API endpoint once, print a summary and exit 0.
+
+``up`` keeps the same system running (API + dashboard, agents, a steady simulated feed) until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from fuelcard.commands.common import CliError
+from fuelcard.settings import Settings
+
+app = typer.Typer()
+
+
+@dataclass
+class _Steps:
+    """Runs named steps, timing each; the first failure stops the demo with a readable line."""
+
+    total: int
+    done: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def run(self, title: str, fn: Callable[[], Any]) -> Any:
+        self.done += 1
+        typer.secho(f"[{self.done}/{self.total}] {title} ...", fg=typer.colors.CYAN, err=True)
+        started = time.perf_counter()
+        try:
+            result = fn()
+        except CliError:
+            raise
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CliError(f"demo step '{title}' failed: {type(exc).__name__}: {first}") from exc
+        self.timings[title] = round(time.perf_counter() - started, 1)
+        typer.secho(f"      done in {self.timings[title]} s", fg=typer.colors.GREEN, err=True)
+        return result
+
+
+def _fuelcard(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run a fuelcard sub-command in a child process (those that do not touch the warehouse)."""
+    proc = subprocess.run([sys.executable, "-m", "fuelcard.cli", *args], capture_output=True, text=True,  # noqa: S603
+                          env=env, check=False)
+    if proc.returncode != 0:
+        raise CliError(f"fuelcard {' '.join(args[:2])}: {proc.stderr.strip().splitlines()[-1:]}")
+    return proc.stdout
+
+
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(Path("var/demo"), help="Working directory (recreated)"),
+    seed: int = typer.Option(7, help="Simulation seed"),
+    days: int = typer.Option(45, help="Simulated days (the fraud backtest needs at least 45)"),
+    stations: int = typer.Option(60, help="Stations"),
+    members: int = typer.Option(6000, help="Members"),
+    workers: int = typer.Option(2, help="Faust worker processes for the streamed day"),
+) -> None:
+    """Run the whole system once on embedded defaults and print what happened."""
+    import pandas as pd
+
+    from fuelcard.simulator import SimConfig, simulate, write
+
+    if days < 45:
+        raise CliError("--days must be at least 45 (30 train + 7 label delay + 7 test + 1 streamed day)")
+    out = out.resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    sim_dir = out / "sim"
+    reports = out / "reports"
+    settings = Settings(data_dir=out, warehouse_url=f"chdb://{out / 'warehouse'}", env="development")
+    steps = _Steps(total=7)
+    summary: dict[str, Any] = {}
+
+    # 1. simulate ------------------------------------------------------------------------------------
+    def _simulate() -> dict[str, Any]:
+        frames = simulate(SimConfig(seed=seed, days=days, stations=stations, members=members), progress=True)
+        write(frames, sim_dir)
+        return frames
+
+    frames = steps.run(f"simulate {days} days, {stations} stations, {members:,} members", _simulate)
+    tx: pd.DataFrame = frames["transactions.parquet"]
+    summary["simulation"] = {"transactions": len(tx), "fraud": int(tx["is_fraud"].sum()),
+                             "members": len(frames["members.parquet"]), "stations": stations}
+
+    # 2. warehouse -----------------------------------------------------------------------------------
+    import warehouse
+    from warehouse.loader import load_dir
+
+    wh = warehouse.connect(settings.warehouse_url)
+    try:
+        loaded = steps.run("load the embedded ClickHouse warehouse (chdb)",
+                           lambda: load_dir(wh, sim_dir, progress=True, settings=settings))
+        summary["warehouse_rows"] = loaded
+
+        # 3. fraud backtest + report (30 train days, 7 days label delay, 7 test days) ----------------
+        first = pd.Timestamp(tx["ts"].min()).date()
+        train_start, train_end = first, first + timedelta(days=29)
+        test_start, test_end = train_end + timedelta(days=8), train_end + timedelta(days=14)
+        fraud_dir = reports / "fraud"
+
+        def _fraud() -> dict[str, Any]:
+            _fuelcard("fraud", "backtest", "--transactions", str(sim_dir / "transactions.parquet"),
+                      "--train-start", str(train_start), "--train-end", str(train_end),
+                      "--test-start", str(test_start), "--test-end", str(test_end),
+                      "--label-delay-days", "7", "--out", str(fraud_dir / "scores.csv"),
+                      "--report", str(fraud_dir))
+            return json.loads((fraud_dir / "metrics.json").read_text())
+
+        summary["fraud_backtest"] = steps.run(
+            f"fraud backtest: train {train_start}..{train_end}, delay 7 d, test {test_start}..{test_end}", _fraud)
+
+        # 4. train every model from the warehouse into the registry -----------------------------------
+        def _train() -> dict[str, Any]:
+            from fuelcard.commands import train_jobs as tj
+            from models.registry import Registry
+
+            source = tj.WarehouseSource(wh)
+            ctx = tj.TrainContext(source=source, registry=Registry(settings.registry_dir),
+                                  as_of=tj.default_as_of(source), window_days=365, seed=seed,
+                                  truth_path=sim_dir / "ground_truth" / "truth.json", warehouse=wh,
+                                  reports_dir=reports)
+            trained = {}
+            for kind in tj.KINDS:
+                outcome = tj.run_job(ctx, kind, promote=True)
+                trained[kind] = {"version": outcome.version, "metrics": _headline(outcome.metrics)}
+                typer.echo(f"      {kind:8s} {outcome.version}  {trained[kind]['metrics']}", err=True)
+            return trained
+
+        summary["models"] = steps.run("train churn, pricing, demand, sites, fraud into the registry", _train)
+
+        # 5. stream the last simulated day through the broker and the Faust agents --------------------
+        def _stream() -> dict[str, Any]:
+            from streams.demo import run_demo_day
+
+            last_day = pd.Timestamp(tx["ts"].max()).normalize()
+            day = tx[pd.to_datetime(tx["ts"], utc=True) >= last_day].reset_index(drop=True)
+            return run_demo_day(settings, out / "stream", day, cards=frames["cards.parquet"],
+                                members=frames["members.parquet"], warehouse=wh, workers=workers,
+                                recharges=frames.get("recharges.parquet"),
+                                redemptions=frames.get("redemptions.parquet"))
+
+        summary["stream"] = steps.run("stream the last day: noida-db broker + Faust risk/points/sink agents",
+                                      _stream)
+
+        # 6. API: exercise every endpoint once ------------------------------------------------------------
+        def _api() -> dict[str, Any]:
+            from fastapi.testclient import TestClient
+
+            from models.registry import Registry
+            from serving.adapters import WarehouseSql
+            from serving.app import create_app
+            from serving.demo import exercise_all
+
+            api = create_app(settings, sql=WarehouseSql(wh), registry=Registry(settings.registry_dir))
+            with TestClient(api) as client:
+                return exercise_all(client, api.state.services.demo_keys)
+
+        summary["api"] = steps.run("exercise every API endpoint with its least-privileged demo key", _api)
+
+        # 7. dashboard figures from the rollups ------------------------------------------------------------
+        summary["rollups"] = steps.run("read the dashboard rollups", lambda: _rollups(wh))
+    finally:
+        wh.close()
+
+    summary["timings_s"] = steps.timings
+    summary["reports"] = {"fraud": str(fraud_dir), "models": str(reports), "registry": str(settings.registry_dir),
+                          "warehouse": str(out / "warehouse")}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    _print_summary(summary, out)
+
+
+def _headline(metrics: dict[str, Any], n: int = 4) -> dict[str, Any]:
+    keep = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}
+    return dict(list(keep.items())[:n])
+
+
+def _rollups(wh: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("risk_kpis_daily", "sales_daily", "points_daily", "tank_alerts"):
+        try:
+            df = wh.named_query(name)
+        except Exception as exc:  # noqa: BLE001 - a missing named query is shown, not fatal
+            out[name] = f"unavailable: {str(exc).splitlines()[0][:120]}"
+            continue
+        out[name] = {"rows": len(df), "last": df.tail(3).to_dict(orient="records")}
+    return out
+
+
+def _print_summary(s: dict[str, Any], out: Path) -> None:
+    echo = typer.echo
+    echo("")
+    echo("=" * 78)
+    echo("fuelcard demo: summary")
+    echo("=" * 78)
+    sim = s["simulation"]
+    echo(f"simulated     {sim['transactions']:,} transactions ({sim['fraud']:,} fraud), {sim['members']:,} members, "
+         f"{sim['stations']} stations")
+    echo(f"warehouse     {sum(v for v in s['warehouse_rows'].values() if isinstance(v, int)):,} rows loaded "
+         f"into {len(s['warehouse_rows'])} tables")
+    fb = s.get("fraud_backtest", {})
+    if fb:
+        echo("fraud model   " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in fb.items() if not isinstance(v, dict | list))[:400])
+    st = s.get("stream", {})
+    if st:
+        echo(f"stream        {st.get('decisions_total', st.get('events_produced'))} decisions: "
+             f"{st.get('decisions_by_outcome', {})}; fraud caught {st.get('fraud_caught')}/{st.get('fraud_total')}; "
+             f"p50/p99 {st.get('decision_latency_ms')}")
+        echo(f"              fraud by scenario: {st.get('fraud_by_scenario', {})}")
+        echo(f"points        issued {st.get('points_issued')}, reversed {st.get('points_reversed')}, "
+             f"redeemed {st.get('points_redeemed')}, expired {st.get('points_expired')}")
+    for kind, m in s.get("models", {}).items():
+        echo(f"model {kind:8s}{m['version']}  {m['metrics']}")
+    api = s.get("api", {})
+    if api:
+        echo(f"api           {api}"[:600])
+    echo(f"reports       {s['reports']['fraud']} (fraud report + PNG), {s['reports']['models']}")
+    echo(f"summary JSON  {out / 'summary.json'}")
+    echo("timings (s)   " + ", ".join(f"{k.split(':')[0][:28]}={v}" for k, v in s["timings_s"].items()))
