@@ -12,7 +12,8 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,flink]'
+	bash infra/scripts/fetch-flink-jars.sh $(BIN)/python
 	touch $(STAMP)
 
 ## setup: virtualenv with every Python dependency, plus the Debian packages the tests need
