@@ -325,8 +325,11 @@ class Pipeline:
     def start_workers(self) -> None:
         """One risk+points worker (group ``app_id``) and one warehouse sink worker (group ``app_id-sink``)."""
         cl = self.cluster
-        cl.start_workers()
-        cl.start_workers(1, agents="sink", sink=f"warehouse:{self.wh_url}", group_suffix="-sink")
+        # Faust writes ``<app_id>-data`` into the working directory of the worker, which StreamCluster does not
+        # set: start the workers from the run's own directory so the repository stays clean.
+        with contextlib.chdir(self.root):
+            cl.start_workers()
+            cl.start_workers(1, agents="sink", sink=f"warehouse:{self.wh_url}", group_suffix="-sink")
         run(warm(cl))
 
     def kill9_all_workers(self) -> list[int]:
@@ -458,7 +461,8 @@ class Pipeline:
         expected_effects_n = n + len(exp.accrual_tx) + len(exp.reversal_keys) + len(exp.redemption_ids)
         got_ledger = len(exp.accrual_tx & accruals.keys()) + len(exp.reversal_keys & reversal_ids.keys()) + len(
             exp.redemption_ids & redemption_lines.keys())
-        lost = (n - min(n, wh_dec_tx)) + ledger_missing_in_wh + len(lost_accruals) + (len(exp.reversal_keys - reversal_ids.keys())) + len(
+        lost = (n - min(n, wh_dec_tx)) + ledger_missing_in_wh + len(lost_accruals) \
+            + len(exp.reversal_keys - reversal_ids.keys()) + len(
             exp.redemption_ids - redemption_lines.keys())
         duplicated = (wh_dec_final - wh_dec_tx) + (wh_dec_raw - wh_dec_tx) + dup_accruals + wh_ledger_dups \
             + wh_accrual_dups + max(0, wh_tx_final - n)
@@ -470,7 +474,8 @@ class Pipeline:
             "authorisations": n,
             "auths_missing_from_input_topic": len(auth_set - in_topic),
             "captures_missing_from_input_topic": captures_missing_from_topic,
-            "auths_in_topic_but_undecided": len((auth_set & in_topic) - per_tx.keys()), "expected_effects": expected_effects_n,
+            "auths_in_topic_but_undecided": len((auth_set & in_topic) - per_tx.keys()),
+            "expected_effects": expected_effects_n,
             "decisions_topic_missing": len(topic_missing), "decisions_topic_redelivered": topic_redelivered,
             "tx_with_two_decision_ids": sum(1 for s in distinct_decision_ids.values() if len(s) > 1),
             "warehouse_decisions_final": wh_dec_final, "warehouse_decision_tx": wh_dec_tx,
@@ -797,7 +802,8 @@ def case_poison(root: Path, wh_url: str, *, seed: int = 23, members: int = 300, 
         res = CaseResult("poison_input", events_in=valid.events_in, effects_out=valid.effects_out + poison_n - lost,
                          lost=valid.lost + lost, duplicated=valid.duplicated + dup, problems=valid.problems + wrong)
         reasons = Counter(str(d.get("reason", "")).split(":", 1)[0] for d in dead)
-        res.details = {**valid.details, "poison_records": len(sendable), "dead_letters": len(dead),
+        res.details = {**valid.details, "poison_records": len(sendable), "poison_lost": lost,
+                       "poison_duplicated": dup, "dead_letters": len(dead),
                        "dead_letters_without_reason": no_reason, "dead_letter_reasons": dict(reasons),
                        "far_future": far, "workers_alive": alive, "wall_s": round(time.perf_counter() - t0, 1)}
         if not all(alive):
@@ -805,3 +811,417 @@ def case_poison(root: Path, wh_url: str, *, seed: int = 23, members: int = 300, 
         return res
     finally:
         p.stop()
+
+
+# ----------------------------------------------------------------------------------------------- load / soak
+SOAK_TARGET_RATE = 2000.0  # tx/s: the speed layer's target (issue 4: 2,000 tx/s, p99 <= 100 ms)
+SOAK_P99_TARGET_MS = 100.0
+
+
+class _SentAt(dict):  # type: ignore[type-arg]
+    """``sent_at`` for produce_enveloped that stores send times in a flat array (O(n) floats, no dict growth)."""
+
+    def __init__(self, arr: Any) -> None:
+        super().__init__()
+        self.arr = arr
+
+    def __setitem__(self, key: str, value: float) -> None:
+        self.arr[int(key[1:])] = value
+
+
+def soak(seconds: float, *, rate: float = SOAK_TARGET_RATE, workers: int = 2, interval_s: float | None = None,
+         root: Path | None = None, envelope_ms: float = 5.0) -> dict[str, Any]:
+    """Authorisations at ``rate`` for ``seconds`` through the real risk agents (``workers`` processes), the
+    gateway batching envelopes of the stream benchmark. Every ``interval_s`` a sample: worker RSS, in-flight lag
+    (sent but not yet decided), decisions and p99 latency of that window. Returns the samples, the verdicts
+    (memory flat, lag flat, p99 within target in every window) and lost / duplicated decisions."""
+    import array
+    import shutil
+    import tempfile
+
+    import psutil
+
+    from streams import topics as T
+    from streams.cluster import StreamCluster
+    from streams.loadgen import auth_records, make_producer, percentile, produce_enveloped, synthetic_authorisations
+
+    interval_s = interval_s or max(5.0, min(60.0, seconds / 24))
+    own_root = root is None
+    root = Path(root or tempfile.mkdtemp(prefix="faults-soak-"))
+    n = int(rate * seconds)
+    sent = array.array("d", bytes(8 * n))
+    done = bytearray(n)
+    cl = StreamCluster(root / "stream", port=free_port(*BROKER_PORTS), workers=workers, agents="risk",
+                       take_within_s=0.003)
+    samples: list[dict[str, Any]] = []
+    counters = {"decided": 0, "duplicated": 0, "produced": 0}
+    window: list[float] = []
+
+    async def consume(stop: asyncio.Event) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        c = AIOKafkaConsumer(bootstrap_servers=cl.bootstrap, enable_auto_commit=False, group_id=None,
+                             fetch_max_wait_ms=20, max_poll_records=5000)
+        await c.start()
+        try:
+            topic = cl.topic(T.DECISIONS.suffix)
+            tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or range(8))]
+            c.assign(tps)
+            await c.seek_to_end(*tps)
+            for tp in tps:
+                await c.position(tp)
+            ready.set()
+            while not stop.is_set():
+                batches = await c.getmany(timeout_ms=100)
+                now = time.perf_counter()
+                for msgs in batches.values():
+                    for m in msgs:
+                        body = orjson.loads(m.value)
+                        for d in body if isinstance(body, list) else (body,):
+                            tx = d.get("tx_id", "")
+                            if not tx.startswith("s"):
+                                continue
+                            i = int(tx[1:])
+                            if done[i]:
+                                counters["duplicated"] += 1
+                                continue
+                            done[i] = 1
+                            counters["decided"] += 1
+                            window.append((now - sent[i]) * 1000)
+        finally:
+            await c.stop()
+
+    async def sample(stop: asyncio.Event, procs: list[Any], t0: float) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(interval_s)
+            lat = window[:]
+            window.clear()
+            rss = 0
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    rss += p.memory_info().rss
+            produced = _count_sent()
+            samples.append({"t_s": round(time.perf_counter() - t0, 1), "rss_mb": round(rss / 2**20, 1),
+                            "lag": int(produced - counters["decided"]), "decided": counters["decided"],
+                            "window_decisions": len(lat), "p99_ms": round(percentile(lat, 99), 1),
+                            "p50_ms": round(percentile(lat, 50), 1)})
+
+    ready = asyncio.Event()
+
+    async def drive() -> dict[str, Any]:
+        stop = asyncio.Event()
+        consumer = asyncio.create_task(consume(stop))
+        await ready.wait()
+        await warm(cl)
+        procs = [psutil.Process(p.pid) for p in cl.procs]
+        producer = await make_producer(cl.bootstrap)
+        sent_at = _SentAt(sent)
+        t0 = time.perf_counter()
+        sampler = asyncio.create_task(sample(stop, procs, t0))
+        try:
+            records = auth_records(cl.topic(T.AUTHORISATIONS.suffix),
+                                   synthetic_authorisations(n, cards=200_000, seed=3, tx_prefix="s"))
+            produced = await produce_enveloped(
+                producer, records, rate=rate, sent_at=sent_at, linger_s=envelope_ms / 1000,
+                envelope_topics=frozenset({cl.topic(T.AUTHORISATIONS.suffix)}), partitions=T.AUTHORISATIONS.partitions)
+        finally:
+            await producer.stop()
+        send_s = time.perf_counter() - t0
+        deadline = time.perf_counter() + max(30.0, seconds / 5)
+        while counters["decided"] < produced and time.perf_counter() < deadline:
+            await asyncio.sleep(0.2)
+        stop.set()
+        await sampler
+        await consumer
+        return {"produced": produced, "send_s": round(send_s, 1)}
+
+    sent_count = {"i": 0}
+
+    def _count_sent() -> int:
+        # sends are scheduled in order, so the first index still 0 is the number handed to the producer
+        lo, hi = sent_count["i"], n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if sent[mid] > 0:
+                lo = mid + 1
+            else:
+                hi = mid
+        sent_count["i"] = lo
+        return lo
+
+    try:
+        cl.start_broker()
+        with contextlib.chdir(root):
+            cl.start_workers()
+        res = run(drive())
+        cl.check_workers()
+    finally:
+        cl.stop()
+        if own_root:
+            shutil.rmtree(root, ignore_errors=True)
+    return _soak_verdict(samples, res, counters, rate=rate, seconds=seconds, workers=workers)
+
+
+def _soak_verdict(samples: list[dict[str, Any]], res: dict[str, Any], counters: dict[str, Any], *, rate: float,
+                  seconds: float, workers: int) -> dict[str, Any]:
+    """Flatness of memory and lag, p99 per window, lost and duplicated."""
+    import statistics
+
+    steady = [s for s in samples if s["window_decisions"] > 0] or samples
+    k = max(1, len(steady) // 3)
+    first, last = steady[:k], steady[-k:]
+    rss_growth = statistics.median(s["rss_mb"] for s in last) - statistics.median(s["rss_mb"] for s in first)
+    rss_base = statistics.median(s["rss_mb"] for s in first) or 1.0
+    lag_first = max(s["lag"] for s in first)
+    lag_last = max(s["lag"] for s in last)
+    produced = res["produced"]
+    sustained = round(counters["decided"] / max(1e-9, seconds), 1)
+    p99s = [s["p99_ms"] for s in steady if s["window_decisions"]]
+    return {
+        "rate_target": rate, "seconds": seconds, "workers": workers, "sent": produced,
+        "decided": counters["decided"], "lost": produced - counters["decided"], "duplicated": counters["duplicated"],
+        "sustained_tx_per_s": sustained, "send_s": res["send_s"],
+        "rss_growth_mb": round(rss_growth, 1), "memory_flat": rss_growth <= max(40.0, 0.15 * rss_base),
+        "lag_first_third": lag_first, "lag_last_third": lag_last,
+        "lag_flat": lag_last <= max(1.5 * lag_first, rate * 0.5),
+        "p99_ms_max_window": max(p99s, default=0.0), "p99_target_ms": SOAK_P99_TARGET_MS,
+        "p99_within_target": bool(p99s) and max(p99s) <= SOAK_P99_TARGET_MS,
+        "samples": samples,
+    }
+
+
+def soak_case(seconds: float, **kw: Any) -> CaseResult:
+    """Case 4 as a fault-table row: events in = authorisations sent, effects out = decisions."""
+    s = soak(seconds, **kw)
+    problems = [f"{k} is false" for k in ("memory_flat", "lag_flat", "p99_within_target") if not s[k]]
+    details = {k: v for k, v in s.items() if k != "samples"}
+    details["samples"] = [{k: x[k] for k in ("t_s", "rss_mb", "lag", "p99_ms")} for x in s["samples"]]
+    return CaseResult(f"soak_{int(seconds)}s", events_in=s["sent"], effects_out=s["decided"], lost=s["lost"],
+                      duplicated=s["duplicated"], details=details, problems=problems)
+
+
+# ----------------------------------------------------------------------------------------------- security
+SECRET_PATTERNS = {
+    "private key": r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |PGP |ENCRYPTED )?PRIVATE KEY-----",
+    "AWS access key": r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
+    "GitHub token": r"\bgh[pousr]_[A-Za-z0-9]{36,}\b",
+    "Slack token": r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b",
+    "Google API key": r"\bAIza[0-9A-Za-z_\-]{35}\b",
+    "JWT": r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}",
+    "URL with password": r"\b[a-z][a-z0-9+.-]*://[^/\s:@'\"{}$]+:(?!pass\b|password\b|\*+)[^@\s/'\"{}$]{6,}@",
+    "assigned secret": (r"(?i)\b(?:FUELCARD_)?(?:SM4_KEY|TOKEN_KEY|API_KEY_SALT|ADMIN_API_KEY|SASL_PASSWORD|"
+                        r"PASSWORD|SECRET(?:_KEY)?)\s*[:=]\s*['\"]?(?P<v>[A-Za-z0-9+/=_\-]{16,})"),
+}
+# Development defaults that the settings validator refuses in production (fuelcard/settings.py) and obvious
+# placeholders are not secrets.
+SECRET_ALLOWED = (r"(?i)dev-|replace[-_]?me|00112233445566778899aabbccddeeff|change[-_]?me|example|placeholder|"
+                  r"your[-_]|x{6,}|\*{4,}|<[^>]+>|\$\{|test|dummy|fake")
+
+
+def scan_repository_for_secrets(repo: Path) -> list[str]:
+    """``file:line: kind`` for every production-looking secret in the files git tracks."""
+    import re
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=repo, capture_output=True, check=True).stdout  # noqa: S607
+    allowed = re.compile(SECRET_ALLOWED)
+    patterns = {k: re.compile(v) for k, v in SECRET_PATTERNS.items()}
+    findings: list[str] = []
+    for name in (f for f in files.decode().split("\0") if f):
+        path = repo / name
+        if Path(name).name in {".env", "id_rsa", "id_ed25519"} or name.endswith((".pem", ".key", ".p12", ".pfx")):
+            findings.append(f"{name}: secret-bearing file type is tracked")
+            continue
+        try:
+            if path.stat().st_size > 2_000_000:
+                continue
+            text = path.read_text(errors="ignore")
+        except OSError:
+            continue
+        for label, rx in patterns.items():
+            for m in rx.finditer(text):
+                value = m.groupdict().get("v") or m.group(0)
+                line = text[text.rfind("\n", 0, m.start()) + 1: text.find("\n", m.end())]
+                if allowed.search(value) or allowed.search(line):
+                    continue
+                findings.append(f"{name}:{text.count(chr(10), 0, m.start()) + 1}: {label}")
+    return findings
+
+
+def pii_values(members: pd.DataFrame) -> list[str]:
+    """Every raw phone and ID number of a simulation."""
+    return [str(v) for v in pd.concat([members["phone"], members["id_number"]]) if str(v) and str(v) != "nan"]
+
+
+def leaked_values(text: str, values: Iterable[str]) -> list[str]:
+    """The values that occur in ``text``."""
+    return [v for v in values if v in text]
+
+
+def fuelcard_cli(args: list[str], *, cwd: Path, env: dict[str, str] | None = None,
+                 timeout_s: float = 300) -> tuple[int, str]:
+    """Run the installed ``fuelcard`` console script; returns (exit status, stdout + stderr)."""
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).with_name("fuelcard"))
+    p = subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout_s, cwd=cwd,  # noqa: S603
+                       env={**os.environ, **(env or {})}, check=False)
+    return p.returncode, p.stdout + p.stderr
+
+
+def case_cli_broken_files(root: Path, server: Any) -> CaseResult:
+    """Case 3 (CLI): broken inputs to every user-facing command, through the real console script. Each must
+    exit non-zero with one readable line and leave nothing behind (no output file, no warehouse rows)."""
+    from fuelcard.simulator import SimConfig, simulate, write
+    from warehouse import connect
+
+    root.mkdir(parents=True, exist_ok=True)
+    tx = pd.DataFrame({"tx_id": [f"t{i}" for i in range(40)],
+                       "ts": pd.date_range("2026-01-01", periods=40, freq="6h").astype(str),
+                       "card_id": [f"c{i % 5}" for i in range(40)], "station_id": ["s1"] * 40,
+                       "amount": [100.0] * 40, "is_fraud": [0] * 40})
+    (root / "tx_missing.csv").write_text(tx.drop(columns=["is_fraud"]).to_csv(index=False))
+    (root / "tx_badts.csv").write_text(tx.assign(ts="yesterday").to_csv(index=False))
+    (root / "garbage.csv").write_bytes(os.urandom(1024))
+    (root / "empty.csv").write_bytes(b"")
+    series = pd.DataFrame({"date": ["someday"] * 60, "sales": range(60)})
+    (root / "series.csv").write_text(series.to_csv(index=False))
+    fraud = ["fraud", "backtest", "--train-start", "2026-01-01", "--train-end", "2026-01-05", "--test-start",
+             "2026-01-06", "--test-end", "2026-01-09", "--label-delay-days", "1"]
+    sim = root / "sim"
+    write(simulate(SimConfig(seed=3, days=1, stations=5, members=60)), sim)
+    corrupt = root / "sim_corrupt"
+    write(simulate(SimConfig(seed=3, days=1, stations=5, members=60)), corrupt)
+    t = corrupt / "transactions.parquet"
+    t.write_bytes(t.read_bytes()[: t.stat().st_size // 2])
+    nocols = root / "sim_nocols"
+    write(simulate(SimConfig(seed=3, days=1, stations=5, members=60)), nocols)
+    t = nocols / "transactions.parquet"
+    pd.read_parquet(t).drop(columns=["card_id", "ts"]).to_parquet(t)
+    out = root / "out"
+    out.mkdir(exist_ok=True)
+    cases: list[tuple[str, list[str], str | None]] = [
+        ("fraud backtest: missing is_fraud", [*fraud, "--transactions", str(root / "tx_missing.csv"), "--out",
+                                              str(out / "a.csv")], None),
+        ("fraud backtest: unparsable ts", [*fraud, "--transactions", str(root / "tx_badts.csv"), "--out",
+                                           str(out / "b.csv")], None),
+        ("fraud backtest: binary garbage", [*fraud, "--transactions", str(root / "garbage.csv"), "--out",
+                                            str(out / "c.csv")], None),
+        ("churn backtest: empty file", ["churn", "backtest", "--train", str(root / "empty.csv"), "--score",
+                                        str(root / "empty.csv"), "--id-col", "id", "--duration-col", "d",
+                                        "--event-col", "e", "--horizon", "3", "--out", str(out / "d.csv")], None),
+        ("demand backtest: unparsable dates", ["demand", "backtest", "--series", str(root / "series.csv"),
+                                               "--date-col", "date", "--value-col", "sales", "--horizon", "7",
+                                               "--out", str(out / "e.csv")], None),
+        ("simulate: --days 0", ["simulate", "--out", str(out / "sim0"), "--days", "0", "--quiet"], None),
+        ("warehouse load: corrupt transactions", ["warehouse", "load", str(corrupt), "--no-progress", "--url",
+                                                  server.url("bf_cli_corrupt")], "bf_cli_corrupt"),
+        ("warehouse load: transactions missing columns", ["warehouse", "load", str(nocols), "--no-progress",
+                                                          "--url", server.url("bf_cli_nocols")], "bf_cli_nocols"),
+    ]
+    clean = partial = 0
+    problems: list[str] = []
+    outcome: dict[str, str] = {}
+    for label, args, db in cases:
+        code, text = fuelcard_cli(args, cwd=root)
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        one_line = code != 0 and len(lines) == 1 and "Traceback" not in text
+        left: dict[str, int] = {}
+        if db is not None:
+            wh = connect(server.url(db))
+            try:
+                if wh.table_exists("fact_transactions"):
+                    left = {k: v for k, v in wh.table_counts().items()
+                            if v and k not in ("schema_migrations", "dim_date", "dim_product")}
+            finally:
+                wh.close()
+        files_left = sorted(p.name for p in out.iterdir() if not (p.is_dir() and not any(p.iterdir())))
+        for f in out.iterdir():
+            if f.is_dir():
+                import shutil
+
+                shutil.rmtree(f)
+            else:
+                f.unlink()
+        ok = one_line and not left and not files_left
+        clean += ok
+        partial += bool(left or files_left)
+        outcome[label] = "one-line error, nothing written" if ok else (
+            f"exit {code}, {len(lines)} lines" + (", traceback" if "Traceback" in text else "")
+            + (f", partial rows {left}" if left else "") + (f", files {files_left}" if files_left else ""))
+        if not ok:
+            problems.append(f"{label}: {outcome[label]}")
+    return CaseResult("cli_broken_files", events_in=len(cases), effects_out=clean, lost=partial, duplicated=0,
+                      details={"outcomes": outcome}, problems=problems)
+
+
+def case_security(root: Path, server: Any, *, repo: Path, log_roots: Iterable[Path] = (),
+                  log_pii: Iterable[str] = ()) -> CaseResult:
+    """Case 5: SM4 columns unreadable without the key, one audit row per personal-data read, no personal data
+    in logs (worker logs of earlier runs + CLI output), no secret in the repository.
+
+    events in = personal-data reads; effects out = audit rows; lost = reads without an audit row + raw values
+    found in storage or logs + secrets found; duplicated = extra audit rows."""
+    from fuelcard.privacy import sm4_decrypt
+    from fuelcard.settings import load_settings
+    from fuelcard.simulator import SimConfig, simulate, write
+    from warehouse import connect
+    from warehouse.loader import load_dir
+    from warehouse.pii import reveal_member_pii
+
+    key = os.urandom(16).hex()
+    root.mkdir(parents=True, exist_ok=True)
+    write(simulate(SimConfig(seed=17, days=2, stations=6, members=150)), root / "sim")
+    members = pd.read_parquet(root / "sim" / "members.parquet")
+    values = pii_values(members)
+    url = server.url("bf_security")
+    code, cli_text = fuelcard_cli(["warehouse", "load", str(root / "sim"), "--url", url, "--no-progress"],
+                                  cwd=root, env={"FUELCARD_SM4_KEY": key, "FUELCARD_DATA_DIR": str(root / "var")})
+    problems: list[str] = []
+    if code != 0:
+        problems.append(f"warehouse load failed: {cli_text.strip()[-300:]}")
+        wh = connect(url)
+        wh.migrate()
+        load_dir(wh, root / "sim", progress=False, settings=load_settings(sm4_key=key))
+        wh.close()
+    wh = connect(url)
+    try:
+        stored_raw = 0
+        for t, cnt in wh.table_counts().items():
+            if cnt:
+                stored_raw += len(leaked_values(wh.query_df(f"SELECT * FROM {t}").astype(str).to_csv(), values))
+        enc = wh.query_df("SELECT member_id, phone_enc FROM dim_member FINAL LIMIT 50")
+        readable_without_key = 0
+        for v in enc["phone_enc"]:
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                if sm4_decrypt(v, key_hex="00" * 16) in values:
+                    readable_without_key += 1
+        ids = list(members["member_id"].head(10))
+        before = wh.query_value("SELECT count() FROM audit_log WHERE action = 'reveal_member_pii'")
+        for i, m in enumerate(ids):
+            reveal_member_pii(wh, m, sm4_key_hex=key, actor=f"bench-faults-{i}", reason="fault suite")
+        audited = wh.query_value("SELECT count() FROM audit_log WHERE action = 'reveal_member_pii'") - before
+    finally:
+        wh.close()
+    leaked_logs = 0
+    log_values = [*values, *log_pii]
+    logs = [p for r in log_roots for p in Path(r).rglob("*.log")]
+    for p in logs:
+        leaked_logs += len(leaked_values(p.read_text(errors="replace"), log_values))
+    leaked_logs += len(leaked_values(cli_text, values))
+    secrets = scan_repository_for_secrets(repo)
+    if stored_raw:
+        problems.append(f"{stored_raw} raw phone/ID values stored")
+    if readable_without_key:
+        problems.append(f"{readable_without_key} SM4 values readable with a wrong key")
+    if leaked_logs:
+        problems.append(f"{leaked_logs} phone/ID values in logs")
+    if secrets:
+        problems.append(f"secrets in repository: {secrets[:5]}")
+    lost = max(0, len(ids) - audited) + stored_raw + readable_without_key + leaked_logs + len(secrets)
+    return CaseResult("security", events_in=len(ids), effects_out=int(audited), lost=int(lost),
+                      duplicated=int(max(0, audited - len(ids))), problems=problems,
+                      details={"raw_pii_in_storage": stored_raw, "sm4_readable_with_wrong_key": readable_without_key,
+                               "logs_scanned": len(logs), "pii_in_logs": leaked_logs,
+                               "repository_secret_findings": len(secrets), "audit_rows": int(audited)})

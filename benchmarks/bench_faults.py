@@ -1,0 +1,48 @@
+"""Fault suite benchmark: ``make faults`` / ``make bench BENCH=faults``.
+
+Runs every fault case of issue 9 on the real system (noida-db broker + Faust worker processes + a real
+clickhouse-server 18.16 + the CLI) and prints one row per case:
+``{"bench": "faults", "cases": [{"name", "events_in", "effects_out", "lost", "duplicated", "details"}, ...]}``.
+
+Cases (tests/faults/harness.py, docs/FAULTS.md): worker_kill9, broker_restart, warehouse_restart,
+poison_input, cli_broken_files, security, and a soak at the speed layer's target rate (2,000 tx/s) for
+2 minutes — ``BENCH_SECONDS`` sets the soak length instead. Ports 19400-19499 on 127.0.0.1; every process
+started here is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from tests.faults import harness as H
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(seconds: float | None) -> dict:
+    """Run every case; ``seconds`` is the soak length (default 120 s)."""
+    soak_s = float(seconds) if seconds else 120.0
+    root = Path(tempfile.mkdtemp(prefix="bench-faults-"))
+    cases: list[H.CaseResult] = []
+    server = H.start_clickhouse(root / "clickhouse")
+    try:
+        cases.append(H.report(H.case_worker_kill9(root / "kill9", server.url("bf_kill9"))))
+        cases.append(H.report(H.case_broker_restart(root / "broker", server.url("bf_broker"))))
+        cases.append(H.report(H.case_warehouse_restart(root / "warehouse", server, server.url("bf_wh"))))
+        cases.append(H.report(H.case_poison(root / "poison", server.url("bf_poison"))))
+        cases.append(H.report(H.case_cli_broken_files(root / "cli", server)))
+        poison_sim = H.small_network(23, members=300)["members"]
+        cases.append(H.report(H.case_security(root / "security", server, repo=REPO,
+                                              log_roots=[root / "kill9", root / "broker", root / "poison"],
+                                              log_pii=H.pii_values(poison_sim))))
+    finally:
+        server.stop()
+    try:
+        rate = float(os.environ.get("BENCH_SOAK_RATE", H.SOAK_TARGET_RATE))
+        cases.append(H.report(H.soak_case(soak_s, rate=rate)))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {"cases": [c.row() for c in cases], "all_clean": all(c.ok for c in cases)}
