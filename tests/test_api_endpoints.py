@@ -221,3 +221,14 @@ def test_bad_input_is_refused_cleanly(client):
     assert all("input" not in e for e in fields.json()["detail"])  # submitted values are not echoed
     assert client.get("/v1/churn/segments/members?limit=0", headers=h(client, "marketing")).status_code == 422
     assert client.get("/v1/points/bad%20id!/balance", headers=key).status_code == 422
+
+
+def test_exercise_all_covers_every_endpoint(client):
+    from serving.demo import CALLS, exercise_all
+
+    summary = exercise_all(client, client.keys)
+    assert summary["server_errors"] == 0, summary
+    assert summary["ok"] + summary["not_ready"] == summary["endpoints"], summary["by_status"]
+    documented = {(m.upper(), p) for p, ops in client.get("/openapi.json").json()["paths"].items() for m in ops}
+    called = {(c.method, c.path.split("?")[0]) for c in CALLS}
+    assert documented <= called, sorted(documented - called)
