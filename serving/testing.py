@@ -12,8 +12,16 @@ module got there first), the environment lives in its own *database* inside that
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import re
+import shutil
+import socket
+import struct
+import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,3 +226,169 @@ class ThreadServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+# ---------------------------------------------------------------- headless Chromium (browser test, benchmark)
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+class CDP:
+    """Just enough of a websocket client (RFC 6455, client-masked text frames) to speak DevTools protocol."""
+
+    def __init__(self, ws_url: str) -> None:
+        rest = ws_url.split("://", 1)[1]
+        hostport, path = rest.split("/", 1)
+        host, port = hostport.split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=30)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                           ).encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.sock.recv(1)
+        assert b" 101 " in head.split(b"\r\n")[0], head
+        self.next_id = 0
+
+    def _recv_exact(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("devtools socket closed")
+            buf += chunk
+        return buf
+
+    def _recv_message(self) -> dict:
+        parts = []
+        while True:
+            b0, b1 = self._recv_exact(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = struct.unpack(">H", self._recv_exact(2))[0]
+            elif n == 127:
+                n = struct.unpack(">Q", self._recv_exact(8))[0]
+            parts.append(self._recv_exact(n))
+            if b0 & 0x80:
+                return json.loads(b"".join(parts))
+
+    def send(self, method: str, **params) -> dict:
+        self.next_id += 1
+        payload = json.dumps({"id": self.next_id, "method": method, "params": params}).encode()
+        mask = os.urandom(4)
+        n = len(payload)
+        header = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else
+                                  bytes([0x80 | 126]) + struct.pack(">H", n) if n < 65536 else
+                                  bytes([0x80 | 127]) + struct.pack(">Q", n))
+        self.sock.sendall(header + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload)))
+        while True:
+            msg = self._recv_message()
+            if msg.get("id") == self.next_id:
+                if "error" in msg:
+                    raise RuntimeError(msg["error"])
+                return msg.get("result", {})
+
+    def eval(self, expression: str):
+        res = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        return res.get("result", {}).get("value")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Chromium:
+    """Debian's headless Chromium with a fresh profile and a DevTools port; ``with Chromium(port) as cdp``."""
+
+    def __init__(self, port: int, profile: Path, *, width: int = 1400, height: int = 3000) -> None:
+        self.port, self.profile, self.size = port, Path(profile), (width, height)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.cdp: CDP | None = None
+
+    def __enter__(self) -> CDP:
+        if not Path(CHROMIUM).exists():
+            raise RuntimeError("Debian chromium is required (infra/scripts/install-system-deps.sh)")
+        self.proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-dev-shm-usage", f"--user-data-dir={self.profile}", f"--remote-debugging-port={self.port}",
+             "--remote-allow-origins=*", f"--window-size={self.size[0]},{self.size[1]}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=2) as r:  # noqa: S310
+                    targets = [t for t in json.load(r) if t.get("type") == "page"]
+                if targets:
+                    self.cdp = CDP(targets[0]["webSocketDebuggerUrl"])
+                    self.cdp.send("Page.enable")
+                    self.cdp.send("Emulation.setDeviceMetricsOverride", width=self.size[0], height=self.size[1],
+                                  deviceScaleFactor=1, mobile=False)
+                    return self.cdp
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError("chromium exited")
+            time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError("chromium did not open its DevTools endpoint")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cdp is not None:
+            self.cdp.close()
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def wait_rendered(cdp: CDP, timeout_s: float = 30) -> str:
+    """Wait until the dashboard says it rendered ("1") or failed ("error")."""
+    deadline = time.monotonic() + timeout_s
+    state = None
+    while time.monotonic() < deadline:
+        state = cdp.eval("document.body && document.body.dataset.rendered")
+        if state in ("1", "error"):
+            return state
+        time.sleep(0.05)
+    return str(state)
+
+
+def first_render_ms(cdp: CDP, url: str) -> dict[str, Any]:
+    """Load the dashboard fresh and return the browser's own timing of the first full draw."""
+    cdp.send("Page.navigate", url="about:blank")
+    time.sleep(0.2)
+    cdp.send("Page.navigate", url=url)
+    time.sleep(0.1)
+    state = wait_rendered(cdp)
+    timing = cdp.eval("Object.assign({}, document.body.dataset)") or {}
+    return {"state": state, "render_ms": float(timing.get("renderMs") or "nan"), "timing": timing}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m serving.testing serve --root DIR --port P``: build an environment and serve it (benchmarks)."""
+    import argparse
+
+    import uvicorn
+
+    p = argparse.ArgumentParser(prog="serving.testing")
+    p.add_argument("command", choices=["serve"])
+    p.add_argument("--root", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--stations", type=int, default=12)
+    p.add_argument("--members", type=int, default=600)
+    p.add_argument("--days", type=int, default=60)
+    args = p.parse_args(argv)
+    env = build_env(Path(args.root), stations=args.stations, members=args.members, days=args.days)
+    info = {"trained": env.trained, "failed": env.failed, "timings": env.timings,
+            "transactions": int(env.warehouse.query_value("SELECT count() FROM fact_transactions"))}
+    app = make_app(env)
+    (Path(args.root) / "env.json").write_text(json.dumps({**info, "keys": app.state.services.demo_keys}))
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,19 +11,13 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
-import shutil
-import socket
-import struct
-import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from serving.testing import ThreadServer, make_app, shared_env
+from serving.testing import Chromium, ThreadServer, make_app, shared_env, wait_rendered
 
 pytestmark = pytest.mark.integration
 
@@ -33,70 +27,6 @@ CDP_PORT = 18151
 SCREENSHOT_DIR = Path(__file__).resolve().parents[2] / "var" / "reports"
 MAIN_PANELS = ["sales_by_day", "sales_by_product", "sales_by_hour", "sales_by_station", "risk_daily", "risk_kpis",
                "points_flow", "churn_segments", "forecast_vs_actual", "stations_map", "stock_alerts"]
-
-
-class CDP:
-    """Just enough of a websocket client (RFC 6455, client-masked text frames) to speak DevTools protocol."""
-
-    def __init__(self, ws_url: str) -> None:
-        rest = ws_url.split("://", 1)[1]
-        hostport, path = rest.split("/", 1)
-        host, port = hostport.split(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=30)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                           ).encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += self.sock.recv(1)
-        assert b" 101 " in head.split(b"\r\n")[0], head
-        self.next_id = 0
-
-    def _recv_exact(self, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise ConnectionError("devtools socket closed")
-            buf += chunk
-        return buf
-
-    def _recv_message(self) -> dict:
-        parts = []
-        while True:
-            b0, b1 = self._recv_exact(2)
-            n = b1 & 0x7F
-            if n == 126:
-                n = struct.unpack(">H", self._recv_exact(2))[0]
-            elif n == 127:
-                n = struct.unpack(">Q", self._recv_exact(8))[0]
-            parts.append(self._recv_exact(n))
-            if b0 & 0x80:
-                return json.loads(b"".join(parts))
-
-    def send(self, method: str, **params) -> dict:
-        self.next_id += 1
-        payload = json.dumps({"id": self.next_id, "method": method, "params": params}).encode()
-        mask = os.urandom(4)
-        n = len(payload)
-        header = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else
-                                  bytes([0x80 | 126]) + struct.pack(">H", n) if n < 65536 else
-                                  bytes([0x80 | 127]) + struct.pack(">Q", n))
-        self.sock.sendall(header + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload)))
-        while True:
-            msg = self._recv_message()
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise RuntimeError(msg["error"])
-                return msg.get("result", {})
-
-    def eval(self, expression: str):
-        res = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        return res.get("result", {}).get("value")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -110,55 +40,15 @@ def server():
 
 @pytest.fixture()
 def chromium(tmp_path):
-    assert Path(CHROMIUM).exists(), "Debian chromium is required (infra/scripts/install-system-deps.sh)"
-    profile = tmp_path / "profile"
-    proc = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--remote-debugging-port={CDP_PORT}",
-         "--remote-allow-origins=*", "--window-size=1400,3000", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        targets = None
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{CDP_PORT}/json/list", timeout=2) as r:  # noqa: S310
-                    targets = [t for t in json.load(r) if t.get("type") == "page"]
-                if targets:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, "chromium exited"
-            time.sleep(0.2)
-        assert targets, "chromium did not open its DevTools endpoint"
-        cdp = CDP(targets[0]["webSocketDebuggerUrl"])
+    with Chromium(CDP_PORT, tmp_path / "profile") as cdp:  # raises (test fails) if chromium cannot start
         yield cdp
-        cdp.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
-def _wait_rendered(cdp: CDP, timeout_s: float = 30) -> str:
-    deadline = time.monotonic() + timeout_s
-    state = None
-    while time.monotonic() < deadline:
-        state = cdp.eval("document.body && document.body.dataset.rendered")
-        if state in ("1", "error"):
-            return state
-        time.sleep(0.1)
-    return str(state)
+_wait_rendered = wait_rendered
 
 
 def test_dashboard_renders_every_panel_with_charts(server, chromium):
     cdp = chromium
-    cdp.send("Page.enable")
-    cdp.send("Emulation.setDeviceMetricsOverride", width=1400, height=3000, deviceScaleFactor=1, mobile=False)
     # warm the server-side dashboard cache once, as a running dashboard would be
     cdp.send("Page.navigate", url=f"{server.url}/dashboard/#key={server.keys['analyst']}")
     assert _wait_rendered(cdp) == "1", cdp.eval("document.getElementById('status').textContent")
@@ -214,7 +104,6 @@ def test_dashboard_renders_every_panel_with_charts(server, chromium):
 
 def test_dashboard_without_key_or_with_wrong_scope_says_so(server, chromium):
     cdp = chromium
-    cdp.send("Page.enable")
     cdp.send("Page.navigate", url=f"{server.url}/dashboard/#key={server.keys['transaction_path']}")
     assert _wait_rendered(cdp) == "error"
     assert "dashboard:read" in cdp.eval("document.getElementById('status').textContent")
