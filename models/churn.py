@@ -843,6 +843,7 @@ def train_member_churn(
     candidates: tuple[str, ...] = _CANDIDATES,
     seed: int = 0,
     km_path: str | Path | None = None,
+    max_train_rows: int = 30_000,
 ) -> tuple[ChurnModel, dict[str, Any], pd.DataFrame]:
     """The member churn job: train at landmark ``end - 2·horizon`` (labels to ``end - horizon``), evaluate
     out of time at landmark ``end - horizon`` (labels to ``end``: concordance, AUC at the horizon, Brier),
@@ -871,6 +872,8 @@ def train_member_churn(
                                    as_of=lm, end=l2)
         stack.append(part)
     train = pd.concat(stack, ignore_index=True)
+    if len(train) > max_train_rows:  # keeps the AFT fits bounded on large member bases
+        train = train.sample(max_train_rows, random_state=seed).reset_index(drop=True)
     test = make_survival_frame(build_churn_features(transactions, members, as_of=l2, **kw), members,
                                as_of=l2, end=end_ts)
     model = fit_churn_model(train, duration_col="duration", event_col="event", horizon=horizon_days,
@@ -896,7 +899,11 @@ def train_member_churn(
     if km_path is not None:
         plot_km_by_segment(seg_test["duration"], seg_test["event"], seg_test["risk_band"] + "-risk",
                            km_path, title=f"Members by predicted {horizon_days}-day churn risk", horizon=horizon_days)
-    final = fit_churn_model(test, duration_col="duration", event_col="event", horizon=horizon_days,
+    if len(test) > max_train_rows:
+        test_fit = test.sample(max_train_rows, random_state=seed).reset_index(drop=True)
+    else:
+        test_fit = test
+    final = fit_churn_model(test_fit, duration_col="duration", event_col="event", horizon=horizon_days,
                             exclude=("member_id",), seed=seed, candidates=(model.kind,))
     final.metrics["out_of_time"] = metrics
     feats = build_churn_features(transactions, members, as_of=end_ts, **kw)
