@@ -51,6 +51,14 @@ async def _collectors(cl: StreamCluster) -> tuple[DecisionCollector, DecisionCol
     return dec, dead
 
 
+def _run_phase(phase, tmp_path: Path) -> None:
+    try:
+        asyncio.run(phase())
+    except (TimeoutError, AssertionError) as exc:  # show the workers' side of the story
+        logs = "\n".join(f"--- {p.name}\n" + p.read_text()[-3000:] for p in sorted((tmp_path / "logs").glob("*.log")))
+        raise AssertionError(f"{exc}\n{logs}") from exc
+
+
 def test_kill9_worker_recovers_after_broker_restart_with_table_state(tmp_path: Path):
     cl = StreamCluster(tmp_path, port=19263, workers=1, agents="risk")
     try:
@@ -63,7 +71,7 @@ def test_kill9_worker_recovers_after_broker_restart_with_table_state(tmp_path: P
         async def phase1() -> None:
             dec, dead = await _collectors(cl)
             try:
-                await warm_up(cl.bootstrap, cl.topic(T.AUTHORISATIONS.suffix), dec, probes=16, timeout=90)
+                await warm_up(cl.bootstrap, cl.topic(T.AUTHORISATIONS.suffix), dec, probes=16, timeout=150)
                 await _send(cl, [_auth("A1", "X", 0), Outgoing("", b"X", b"\x00garbage", None),
                                  _auth("A2", "X", 1)])
                 assert await dec.wait_for(["A1", "A2"], 30)
@@ -77,7 +85,7 @@ def test_kill9_worker_recovers_after_broker_restart_with_table_state(tmp_path: P
                 await dec.stop()
                 await dead.stop()
 
-        asyncio.run(phase1())
+        _run_phase(phase1, tmp_path)
         cl.check_workers()  # the bad record did not kill the agent
         cl.kill_worker(0)  # dies without leaving its group
         cl.procs.clear()
@@ -88,7 +96,7 @@ def test_kill9_worker_recovers_after_broker_restart_with_table_state(tmp_path: P
         async def phase2() -> None:
             dec, dead = await _collectors(cl)
             try:
-                await warm_up(cl.bootstrap, cl.topic(T.AUTHORISATIONS.suffix), dec, probes=16, timeout=90)
+                await warm_up(cl.bootstrap, cl.topic(T.AUTHORISATIONS.suffix), dec, probes=16, timeout=150)
                 before = dict(dec.decisions)
                 # A2 again (a redelivery) and a new A3 on the same card
                 await _send(cl, [_auth("A2", "X", 1), _auth("A3", "X", 2)])
@@ -100,7 +108,7 @@ def test_kill9_worker_recovers_after_broker_restart_with_table_state(tmp_path: P
                 await dec.stop()
                 await dead.stop()
 
-        asyncio.run(phase2())
+        _run_phase(phase2, tmp_path)
         cl.check_workers()
     finally:
         cl.stop()
