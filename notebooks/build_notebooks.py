@@ -92,7 +92,7 @@ status'''),
            "backtest protocol (`models.fraud.train.backtest`: causal features, labels only after their "
            "delay) and the production rule set (`fuelcard.rules`)."),
         code(SETUP),
-        code('''from fuelcard.features import FEATURE_NAMES, features_many
+        code('''from fuelcard.features import features_many
 from fuelcard.rules import load_rules
 from models.fraud.metrics import summarize
 from models.fraud.train import backtest, prepare_transactions
@@ -110,11 +110,14 @@ result = backtest(tx, train_start=first, train_end=test_start - pd.Timedelta(day
 pd.json_normalize(metrics).T.rename(columns={0: "value"})'''),
         md("## Rules vs model, per fraud scenario"),
         code('''test = result.test.assign(score=result.scores["score"].to_numpy())
-features = features_many(prepare_transactions(tx))
+prepared = prepare_transactions(tx)
+in_test = prepared["tx_id"].isin(test["tx_id"]).to_numpy()
+features = features_many(prepared)[in_test]  # columns: FEATURE_NAMES
 rules = load_rules()
-hits = [rules.evaluate(list(row)) for row in features[FEATURE_NAMES].to_numpy()[tx["tx_id"].isin(test["tx_id"]).to_numpy()]]
-test["rules_fired"] = [", ".join(h.rule_id for h in hs) for hs in hits]
-test["rule_flag"] = [len(hs) > 0 for hs in hits]
+fired = pd.Series([", ".join(h.rule_id for h in rules.evaluate(list(row))) for row in features],
+                  index=prepared["tx_id"][in_test])
+test["rules_fired"] = test["tx_id"].map(fired)
+test["rule_flag"] = test["rules_fired"] != ""
 test["model_flag"] = test["score"] >= result.info["review_threshold"]
 scenario = tx.set_index("tx_id")["scenario"]
 test["scenario"] = test["tx_id"].map(scenario).replace("", "legit")

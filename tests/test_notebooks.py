@@ -6,7 +6,6 @@ and define no logic of their own; this test also checks they are in sync with th
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -56,7 +55,7 @@ def test_notebook_executes(path: Path, sim_dir: Path, tmp_path: Path, monkeypatc
     nb = nbformat.read(path, as_version=4)
     started = time.perf_counter()
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}},
-                   env=dict(os.environ)).execute()  # raises CellExecutionError on the first failing cell
+                   ).execute()  # raises CellExecutionError on the first failing cell
     TIMINGS[path.name] = time.perf_counter() - started
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]

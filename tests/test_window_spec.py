@@ -62,3 +62,13 @@ def test_compiled_sql_uses_event_time_windows_and_python_only_in_scalar_udfs() -
     assert "WATERMARK FOR ts AS ts - INTERVAL" in ddl
     assert {S.udf_name(s.function) for s in W.SCALAR_FEATURES} == {"fc_local_hour", "fc_local_weekday"}
     assert S.session_time_zone(8) == "GMT+08:00"
+
+
+def test_flink_cli_prints_the_generated_sql() -> None:
+    from typer.testing import CliRunner
+
+    from fuelcard.commands.flink import app
+
+    result = CliRunner().invoke(app, ["sql"])
+    assert result.exit_code == 0, result.output
+    assert "WATERMARK FOR ts" in result.output and "TUMBLE(" in result.output and "HOP(" in result.output
