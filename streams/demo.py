@@ -131,7 +131,8 @@ def run_demo_day(settings: Any, data_dir: str | Path, transactions: pd.DataFrame
     bootstrap_url = None if settings is None or getattr(settings, "embedded_broker", True) \
         else settings.kafka_bootstrap
     cl = StreamCluster(data_dir / "stream", port=port, workers=workers, agents="risk,points",
-                       directory=directory, broker_url=bootstrap_url)
+                       directory=directory, broker_url=bootstrap_url,
+                       artifacts=Path(settings.artifacts_dir) if settings is not None else None)
     try:
         cl.start_broker()
         cl.start_workers()
