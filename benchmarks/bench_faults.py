@@ -34,7 +34,7 @@ def run(seconds: float | None) -> dict:
         cases.append(H.report(H.case_warehouse_restart(root / "warehouse", server, server.url("bf_wh"))))
         cases.append(H.report(H.case_poison(root / "poison", server.url("bf_poison"))))
         cases.append(H.report(H.case_cli_broken_files(root / "cli", server)))
-        poison_sim = H.small_network(23, members=300)["members"]
+        poison_sim = H.small_network(23, members=200)["members"]
         cases.append(H.report(H.case_security(root / "security", server, repo=REPO,
                                               log_roots=[root / "kill9", root / "broker", root / "poison"],
                                               log_pii=H.pii_values(poison_sim))))

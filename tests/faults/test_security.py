@@ -30,6 +30,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory, fault_ch: Any) -> dict[str,
 
     d = Path(tmp_path_factory.mktemp("faults-security"))
     write(simulate(SimConfig(seed=17, days=2, stations=6, members=150)), d / "sim")
+    H.fill_card_limits(d / "sim")  # F5 workaround; tests/faults/test_cli_broken_files.py tracks F5 itself
     url = fault_ch.url("faults_security")
     env = {**os.environ, "FUELCARD_SM4_KEY": SM4_KEY, "FUELCARD_DATA_DIR": str(d / "var")}
     exe = str(Path(sys.executable).with_name("fuelcard"))
@@ -124,7 +125,7 @@ def test_no_personal_data_in_logs_of_stream_and_cli_runs(poison_run, loaded: dic
     _, root = poison_run
     logs = sorted(root.rglob("*.log"))
     assert any("worker" in p.name for p in logs), "no worker logs captured"
-    sim = H.small_network(23, members=300)  # the poison run's network (same seed, same data)
+    sim = H.small_network(23, members=200)  # the poison run's network (same seed, same data)
     values = _pii_values(sim["members"])
     for p in logs:
         leaked = _contains_any(p.read_text(errors="replace"), values)

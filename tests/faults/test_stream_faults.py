@@ -45,10 +45,30 @@ def test_worker_kill9_mid_stream_then_restart(tmp_path: Path, fault_ch: Any) -> 
 
 
 def test_broker_restart_mid_stream_resumes(tmp_path: Path, fault_ch: Any) -> None:
-    """Case 2a: the broker restarted under load; the workers (not restarted) resume; nothing lost."""
+    """Case 2a: the broker restarted under load; the workers (not restarted) resume by themselves.
+
+    "Nothing lost" does not hold on noida-db: it drops records it had already acknowledged when it is restarted
+    (B1, shown deterministically by test_broker_keeps_acknowledged_writes_across_restart). Here we assert what
+    must hold regardless — processing resumes, no duplicates — and print lost for the table."""
     r = H.case_broker_restart(tmp_path, fault_ch.url("faults_broker"), members=300)
-    _assert_clean(r)
-    assert all(r.details["workers_alive"])
+    H.report(r)
+    d = r.details
+    assert all(d["workers_alive"])
+    assert d["warehouse_decision_tx"] > d["decided_before_restart"], "processing did not resume"
+    assert d["decisions_topic_missing"] <= r.lost  # whatever is missing is counted, never hidden
+    assert d["tx_with_two_decision_ids"] == 0
+    assert r.duplicated - d.get("sink_split_rows", 0) == 0, d
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "B1 noida-db 0.2.3 (platform): records it acknowledges (acks=1) while a graceful SIGTERM restart is under "
+    "way are missing after it; any writer (load generator, agents' decisions/ledger/changelog) can lose its last "
+    "writes. Not fixable in this repo: production uses Kafka with acks=all, replication >= 3, "
+    "min.insync.replicas=2; for the embedded broker, quiesce writers before a planned restart"))
+def test_broker_keeps_acknowledged_writes_across_restart(tmp_path: Path) -> None:
+    r = H.broker_durability(tmp_path, records=20_000)
+    H.report(r)
+    assert r.lost == 0, r.details
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -56,7 +76,7 @@ def test_broker_restart_mid_stream_resumes(tmp_path: Path, fault_ch: Any) -> Non
     "anyway, so rows written while the warehouse is down are lost (fix: retry until written, with backoff; "
     "never ack an unwritten batch)"))
 def test_warehouse_server_restart_mid_sink_loses_nothing(tmp_path: Path, fault_ch: Any) -> None:
-    """Case 2b: clickhouse-server stopped for 8 s while the sink writes, then started again."""
+    """Case 2b: clickhouse-server stopped for 6 s while the sink writes, then started again."""
     r = H.case_warehouse_restart(tmp_path, fault_ch, fault_ch.url("faults_wh"), members=300)
     H.report(r)
     assert all(r.details["workers_alive"])
