@@ -353,19 +353,10 @@ def decision_counts(sql: WarehouseSql) -> Callable[[], dict[str, int]]:
 
 
 def default_lag_source(settings: Settings) -> Callable[[], dict[tuple[str, str, int], int]] | None:
-    """Consumer lag of the speed layer's groups, when the streams package provides a reader."""
-    try:
-        from streams import lag as stream_lag  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    reader = getattr(stream_lag, "consumer_lag", None)
-    if reader is None:
-        return None
+    """Consumer lag of the speed layer's group, read from the configured brokers in the background."""
+    from serving.lag import from_settings
 
-    def read() -> dict[tuple[str, str, int], int]:
-        return reader(settings)
-
-    return read
+    return from_settings(settings)
 
 
 # ---------------------------------------------------------------- risk router
