@@ -55,8 +55,8 @@ class KafkaLag:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=ms, **self.security)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, request_timeout_ms=ms,
                                     enable_auto_commit=False, **self.security)
-        await admin.start()
         try:
+            await admin.start()
             await consumer.start()
             try:
                 out: dict[tuple[str, str, int], int] = {}
@@ -71,6 +71,9 @@ class KafkaLag:
                 return out
             finally:
                 await consumer.stop()
+        except BaseException:
+            await consumer.stop()
+            raise
         finally:
             await admin.close()
 
