@@ -37,7 +37,8 @@ def test_parquet_source_reads_only_before_the_cutoff():
 
 def test_cli_trains_sites_and_is_idempotent(tmp_path):
     reg = tmp_path / "reg"
-    args = ("sites", "--from-dir", str(sim_dir()), "--registry", str(reg), "--json")
+    args = ("sites", "--from-dir", str(sim_dir()), "--registry", str(reg), "--json", "--reports",
+            str(tmp_path / "reports"))
     r1 = _cli(*args)
     assert r1.exit_code == 0, r1.output
     rec = json.loads(r1.output.strip().splitlines()[-1])
@@ -52,6 +53,8 @@ def test_cli_trains_sites_and_is_idempotent(tmp_path):
     for f in ("heatmap.png", "top_sites.csv", "baseline_density_only.csv", "station_suggestions.csv", "model.pkl",
               "meta.json"):
         assert (d / f).exists(), f
+    assert (tmp_path / "reports" / "sites" / "heatmap.png").exists()
+    assert (tmp_path / "reports" / "sites" / "VERSION").read_text().strip() == rec["version"]
     meta = registry.meta("sites", rec["version"])
     assert rec["version"].startswith("sites-" + meta.data_window["as_of"].replace("-", ""))
     # --force registers a second version; --no-promote leaves the current one in place
@@ -61,7 +64,8 @@ def test_cli_trains_sites_and_is_idempotent(tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    r = _cli("sites", "--from-dir", str(tmp_path / "nope"), "--registry", str(tmp_path / "r"))
+    r = _cli("sites", "--from-dir", str(tmp_path / "nope"), "--registry", str(tmp_path / "r"), "--reports",
+             str(tmp_path / "rep"))
     assert r.exit_code != 0
     r = _cli("sites", "--from-dir", str(sim_dir()), "--as-of", "not-a-date", "--registry", str(tmp_path / "r"))
     assert r.exit_code != 0

@@ -30,11 +30,13 @@ _FORCE = typer.Option(False, "--force", help="Register a new version even if an 
 _QUIET = typer.Option(False, "--quiet", "-q", help="No progress display")
 _JSON = typer.Option(False, "--json", help="Print one JSON line per job")
 _REGISTRY = typer.Option(None, "--registry", help="Registry root (default: settings registry_dir)")
+_REPORTS = typer.Option(None, "--reports", help="Copy each new version's reports (PNG/CSV/TXT) to REPORTS/<kind>/ "
+                        "(default: settings reports_dir)")
 
 
 def _run(kinds: list[str], *, as_of: str | None, window_days: int, seed: int, from_dir: Path | None,
          truth: Path | None, no_promote: bool, force: bool, quiet: bool, as_json: bool,
-         registry: Path | None, holdout_days: int = 0) -> None:
+         registry: Path | None, holdout_days: int = 0, reports: Path | None = None) -> None:
     from fuelcard.commands import train_jobs as tj
     from models.registry import Registry
 
@@ -66,7 +68,8 @@ def _run(kinds: list[str], *, as_of: str | None, window_days: int, seed: int, fr
     failures: list[str] = []
     with tj.progress_bar(len(kinds), enabled=not quiet and not as_json) as say:
         ctx = tj.TrainContext(source=source, registry=reg, as_of=cutoff, window_days=window_days, seed=seed,
-                              truth_path=truth, warehouse=wh, progress=say)
+                              truth_path=truth, warehouse=wh, progress=say,
+                              reports_dir=reports or settings.reports_dir)
         for kind in kinds:
             spec = tj.SPECS[kind]
             if not spec.available():
@@ -111,7 +114,7 @@ def _command(kind: str):  # noqa: ANN202 - Typer command factory
     def command(
         as_of: str = _AS_OF, window_days: int = _WINDOW, seed: int = _SEED, from_dir: Path = _FROM_DIR,
         truth: Path = _TRUTH, no_promote: bool = _NO_PROMOTE, force: bool = _FORCE, quiet: bool = _QUIET,
-        as_json: bool = _JSON, registry: Path = _REGISTRY,
+        as_json: bool = _JSON, registry: Path = _REGISTRY, reports: Path = _REPORTS,
         holdout_days: int = typer.Option(0, "--holdout-days", min=0,
                                          help="Default cut-off this many days before the end of the data "
                                               "(the held-out days evaluate pricing against the truth)"),
@@ -121,7 +124,7 @@ def _command(kind: str):  # noqa: ANN202 - Typer command factory
         kinds = list(KINDS) if kind == "all" else [kind]
         _run(kinds, as_of=as_of, window_days=window_days, seed=seed, from_dir=from_dir, truth=truth,
              no_promote=no_promote, force=force, quiet=quiet, as_json=as_json, registry=registry,
-             holdout_days=holdout_days)
+             holdout_days=holdout_days, reports=reports)
 
     command.__doc__ = ("Train every model kind (churn, pricing, demand, sites, fraud)." if kind == "all"
                        else f"Train the {kind} model from data before the cut-off and register it.")

@@ -430,8 +430,12 @@ def train_churn(ctx: TrainContext) -> TrainResult:
     redemptions = ctx.read("redemptions", since=since)
     if members.empty or tx.empty:
         raise JobError("churn: no members or transactions before the cut-off")
-    # Point in time: churn dates on/after the cut-off are not known yet.
+    # Point in time: members who joined on/after the cut-off do not exist yet, and churn dates on/after it
+    # are not known yet.
     m = members.copy()
+    if "joined" in m:
+        joined = _naive_utc(m["joined"])
+        m = m[(joined.isna() | (joined < pd.Timestamp(ctx.as_of))).to_numpy()].copy()
     if "churn_date" in m:
         cd = _naive_utc(m["churn_date"])
         m.loc[(cd >= pd.Timestamp(ctx.as_of)).to_numpy(), "churn_date"] = pd.NaT
@@ -746,7 +750,29 @@ def run_job(ctx: TrainContext, kind: str, *, promote: bool = True, force: bool =
                           notes=f"fuelcard train {kind}")
     if ctx.warehouse is not None:
         record_version(ctx.warehouse, ctx.registry, kind, version, seconds=seconds)
+    if ctx.reports_dir is not None:
+        publish_reports(ctx.registry.path(kind, version), Path(ctx.reports_dir) / kind)
     return JobOutcome(kind, version, True, seconds, result.metrics, result)
+
+
+REPORT_SUFFIXES = (".png", ".csv", ".txt")
+
+
+def publish_reports(version_dir: Path, out: Path) -> list[Path]:
+    """Copy a version's human-readable reports (PNG/CSV/TXT) to ``out`` (atomic per file)."""
+    import os
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for f in sorted(version_dir.iterdir()):
+        if f.suffix in REPORT_SUFFIXES and f.is_file():
+            tmp = out / f".{f.name}.tmp"
+            shutil.copyfile(f, tmp)
+            os.replace(tmp, out / f.name)
+            written.append(out / f.name)
+    (out / "VERSION").write_text(version_dir.name + "\n")
+    return written
 
 
 def record_version(wh: Any, registry: Registry, kind: str, version: str, *, seconds: float = 0.0) -> None:
