@@ -629,6 +629,9 @@ def build_churn_features(
     redemptions: pd.DataFrame | None = None,
     window_days: int = 90,
     points_expiry_days: int = 365,
+    stations: pd.DataFrame | None = None,
+    prices: pd.DataFrame | None = None,
+    competitor_prices: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Point-in-time behaviour features per member, using only events strictly before ``as_of``.
 
@@ -693,6 +696,11 @@ def build_churn_features(
     if "fills_per_week" in mem.columns:
         out["log_fills_per_week"] = np.log(pd.to_numeric(mem["fills_per_week"], errors="coerce").clip(lower=0.05)
                                            ).to_numpy()
+        # fills in the last 30 / 14 days against the member's usual rate: leavers fade out before they go
+        usual = pd.to_numeric(mem["fills_per_week"], errors="coerce").fillna(0.0).to_numpy() / 7.0
+        f14 = tx[tx["day"] >= cutoff - pd.Timedelta(days=14)].pipe(_by_member).size()
+        out["fade_30"] = np.log((out["freq_30"] + 0.5) / (usual * 30 + 0.5))
+        out["fade_14"] = np.log((mid.map(f14).fillna(0).astype(float).to_numpy() + 0.5) / (usual * 14 + 0.5))
     if "price_sensitivity" in mem.columns:
         out["price_sensitivity"] = pd.to_numeric(mem["price_sensitivity"], errors="coerce").to_numpy()
     else:
@@ -731,7 +739,39 @@ def build_churn_features(
         pts = pts + np.where(soon, opening, 0.0)
     out["points_expiring"] = pts
     out["points_expiring_flag"] = (pts >= 1000).astype(float)
+    gap = _home_price_gap(mem, stations, prices, competitor_prices, cutoff)
+    if gap is not None:
+        out["home_price_gap_pct"] = gap
+        out["price_sens_x_gap"] = out["price_sensitivity"].fillna(0.0).to_numpy() * gap
     return out
+
+
+def _home_price_gap(mem: pd.DataFrame, stations: pd.DataFrame | None, prices: pd.DataFrame | None,
+                    competitor_prices: pd.DataFrame | None, cutoff: pd.Timestamp) -> np.ndarray | None:
+    """Price gap (%, 92# or the first product) of the own station nearest each member's home to its nearby
+    competitors, averaged over the days before ``cutoff``; None when an input is missing."""
+    need = {"home_lat", "home_lon"}
+    if stations is None or prices is None or competitor_prices is None or not need <= set(mem.columns):
+        return None
+    product = "92" if (prices["product"].astype(str) == "92").any() else str(prices["product"].iloc[0])
+
+    def mean_price(frame: pd.DataFrame) -> pd.Series:
+        f = frame[(frame["product"].astype(str) == product) & (pd.to_datetime(frame["date"]) < cutoff)]
+        return f.groupby(f["station_id"].astype(str))["price_fen"].mean()
+
+    own, comp = mean_price(prices), mean_price(competitor_prices)
+    gap_by_station = (100 * np.log(own / comp)).dropna()
+    st = stations[stations["station_id"].astype(str).isin(gap_by_station.index)]
+    if st.empty:
+        return None
+    lat0 = np.radians(float(st["lat"].mean()))
+    sx = st["lon"].to_numpy(float) * np.cos(lat0)
+    sy = st["lat"].to_numpy(float)
+    hx = pd.to_numeric(mem["home_lon"], errors="coerce").to_numpy(float) * np.cos(lat0)
+    hy = pd.to_numeric(mem["home_lat"], errors="coerce").to_numpy(float)
+    nearest = np.argmin((hx[:, None] - sx[None, :]) ** 2 + (hy[:, None] - sy[None, :]) ** 2, axis=1)
+    gap = gap_by_station.reindex(st["station_id"].astype(str)).to_numpy(float)[nearest]
+    return np.where(np.isfinite(hx) & np.isfinite(hy), gap, 0.0)
 
 
 def make_survival_frame(
@@ -837,6 +877,9 @@ def train_member_churn(
     *,
     complaints: pd.DataFrame | None = None,
     redemptions: pd.DataFrame | None = None,
+    stations: pd.DataFrame | None = None,
+    prices: pd.DataFrame | None = None,
+    competitor_prices: pd.DataFrame | None = None,
     end: str | pd.Timestamp | None = None,
     horizon_days: int = 90,
     landmarks: int = 3,
@@ -858,7 +901,8 @@ def train_member_churn(
         end = prepare_transactions(transactions)["day"].max() + pd.Timedelta(days=1)
     end_ts = pd.Timestamp(end).normalize()
     h = pd.Timedelta(days=horizon_days)
-    kw = {"complaints": complaints, "redemptions": redemptions}
+    kw = {"complaints": complaints, "redemptions": redemptions, "stations": stations, "prices": prices,
+          "competitor_prices": competitor_prices}
     transactions = prepare_transactions(transactions)
     l1, l2 = end_ts - 2 * h, end_ts - h
     # several landmarks, 30 days apart, all followed up only until l2: more events, no look-ahead
