@@ -144,7 +144,8 @@ from models.churn import train_member_churn
 
 km_png = WORK / "km_by_segment.png"
 model, metrics, scored = train_member_churn(read("transactions"), read("members"), complaints=read("complaints"),
-                                            redemptions=read("redemptions"), horizon_days=90, km_path=km_png)
+                                            redemptions=read("redemptions"), horizon_days=90, km_path=km_png,
+                                            candidates=("cox", "weibull"))
 pd.Series({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}).to_frame("value")'''),
         md("## Kaplan–Meier survival by segment (out-of-time landmark)"),
         code("Image(filename=str(km_png))"),
