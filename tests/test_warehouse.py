@@ -170,10 +170,15 @@ def test_cli_on_chdb(tmp_path: Path, wh_path: Path, sim: Path, monkeypatch: pyte
     app(["warehouse", "queries"], standalone_mode=False)
     app(["warehouse", "status"], standalone_mode=False)
     out = capsys.readouterr().out
-    assert "applied 3 migration(s)" in out and "applied 0 migration(s)" in out
+    assert "applied 4 migration(s)" in out and "applied 0 migration(s)" in out
     assert "fact_transactions" in out and "sales_7d_moving_avg" in out
     assert len(pd.read_csv(tmp_path / "s.csv")) > 0
     for bad in (["warehouse", "query", "nope"], ["warehouse", "query", "top_stations", "-p", "limit=x"],
                 ["warehouse", "load", str(tmp_path / "missing")], ["warehouse", "query", "top_stations", "-p", "x"]):
         with pytest.raises(CliError):
             app(bad, standalone_mode=False)
+
+
+def test_backfill_migration(wh_path: Path, sim: Path, tmp_path: Path) -> None:
+    with connect(f"chdb://{wh_path}?database=backfill") as w:
+        contract.check_backfill_migration(w, sim, tmp_path)

@@ -347,8 +347,8 @@ def _cast_series(s: pd.Series, typ: str) -> pd.Series:
         out = out.map(lambda v: v if v is None else str(v))
         return out if nullable else out.fillna("")
     if _INT_RE.match(base):
-        if s.dtype.kind in "iu" and not nullable:
-            return s
+        if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu" and not nullable:
+            return s  # plain numpy integers: no copy (the engine casts the width)
         if s.dtype == bool:
             return s.astype("int64")
         num = pd.to_numeric(s, errors="coerce")
@@ -405,6 +405,7 @@ class _SharedSession:
     path: Path | None = None
     session: Any = None
     refs = 0
+    current_db: str | None = None
     query_lock = threading.RLock()
 
     @classmethod
@@ -450,7 +451,7 @@ class _SharedSession:
                 try:
                     cls.session.close()
                 finally:
-                    cls.session, cls.path, cls.refs = None, None, 0
+                    cls.session, cls.path, cls.refs, cls.current_db = None, None, 0, None
 
 
 class ChdbWarehouse(Warehouse):
@@ -523,7 +524,9 @@ class ChdbWarehouse(Warehouse):
     def _use(self) -> None:
         if self._session is None:
             raise WarehouseError("warehouse is closed")
-        self._session.query(f"USE {self.database}")
+        if _SharedSession.current_db != self.database:  # caller holds the query lock
+            self._session.query(f"USE {self.database}")
+            _SharedSession.current_db = self.database
 
     def close(self) -> None:
         with self._lock:

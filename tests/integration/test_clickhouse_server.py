@@ -100,4 +100,9 @@ def test_cli_against_the_server(clickhouse_server, sim: Path, monkeypatch: pytes
                  ["warehouse", "query", "top_stations", "-p", "limit=3"], ["warehouse", "status"]):
         app(args, standalone_mode=False)
     out = capsys.readouterr().out
-    assert "applied 3 migration(s)" in out and "loaded" in out and "station_id" in out and "18.16" in out
+    assert "applied 4 migration(s)" in out and "loaded" in out and "station_id" in out and "18.16" in out
+
+
+def test_backfill_migration(clickhouse_server, sim: Path, tmp_path: Path) -> None:
+    with connect(clickhouse_server.url("backfill")) as w:
+        contract.check_backfill_migration(w, sim, tmp_path)
