@@ -152,9 +152,9 @@ def build_env(root: str | Path, *, seed: int = 5, days: int = 45, stations: int 
     registry_dir = root / "registry"
     reg = Registry(registry_dir)
     source = tj.ParquetSource(sim_dir)
-    truth = sim_dir / "ground_truth" / "truth.json"
+    # No ground-truth evaluation here (it only adds metrics; serving needs the models and their outputs).
     ctx = tj.TrainContext(source=source, registry=reg, as_of=tj.default_as_of(source), window_days=365, seed=seed,
-                          truth_path=truth if truth.exists() else None)
+                          truth_path=None)
     env = Env(root=root, settings=settings, warehouse=wh, registry_dir=registry_dir, sim_dir=sim_dir,
               timings=timings, members=sorted(mem["member_id"].astype(str)),
               stations=sorted(pd.read_parquet(sim_dir / "stations.parquet")["station_id"].astype(str)))
