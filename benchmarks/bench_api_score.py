@@ -129,7 +129,9 @@ def run(seconds: float | None) -> dict:
         cl.start_broker()
         cl.start_workers()
         with open(root / "api.log", "ab") as log:
-            api = subprocess.Popen([sys.executable, "-m", "serving.risk", "--port", str(port),  # noqa: S603
+            prof = os.environ.get("FUELCARD_API_PROFILE")  # a file: profile the API process with cProfile
+            pre = ["-m", "cProfile", "-o", prof] if prof else []
+            api = subprocess.Popen([sys.executable, *pre, "-m", "serving.risk", "--port", str(port),  # noqa: S603
                                     "--bootstrap", cl.bootstrap, "--prefix", str(cl.prefix)],
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         _wait_connected(host, port, 60)

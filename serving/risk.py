@@ -71,7 +71,8 @@ class RiskService:
 
         self.config = config
         self.engine = engine or load_engine(artifacts_dir=config.artifacts_dir)
-        self._pending: dict[str, asyncio.Future[bytes]] = {}
+        self._pending: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self._sent_once = False
         self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._producer: Any = None
         self._consumer: Any = None
@@ -164,9 +165,9 @@ class RiskService:
         recent[tx_id] = raw
         if len(recent) > self.config.recent_decisions:
             recent.popitem(last=False)
-        fut = self._pending.pop(tx_id, None)
-        if fut is not None and not fut.done():
-            fut.set_result(raw)
+        for waiter in self._pending.pop(tx_id, ()):
+            if not waiter.done():
+                waiter.set_result(raw)
 
     async def _close_clients(self) -> None:
         if self._reader is not None:
@@ -209,28 +210,35 @@ class RiskService:
             self.counts["unavailable"] += 1
             return self._degraded(auth, "stream_unavailable", t0)
         loop = asyncio.get_running_loop()
-        fut = self._pending.get(auth.tx_id)
-        if fut is None:
-            fut = loop.create_future()
-            self._pending[auth.tx_id] = fut
-        budget = self.config.budget_ms / 1000
+        waiter: asyncio.Future[bytes | None] = loop.create_future()
+        waiters = self._pending.setdefault(auth.tx_id, [])
+        waiters.append(waiter)
+        # One timer per request instead of wait_for/shield tasks: when the budget is spent the waiter resolves to
+        # None and the request answers degraded.
+        deadline = loop.call_later(max(0.0, self.config.budget_ms / 1000 - (time.perf_counter() - t0)),
+                                   _expire, waiter)
         try:
-            await asyncio.wait_for(
-                self._producer.send(self.config.authorisations_topic, auth.model_dump_json().encode(),
-                                    key=auth.card_id.encode()),
-                timeout=budget)
-            remaining = budget - (time.perf_counter() - t0)
-            raw = await asyncio.wait_for(asyncio.shield(fut), timeout=max(0.0, remaining))
-        except TimeoutError:
-            self.counts["timeout"] += 1
-            # Keep the future a while: the stream's decision, when it comes, lands in ``_recent`` anyway.
-            self._pending.pop(auth.tx_id, None)
-            return self._degraded(auth, "stream_timeout", t0)
+            send = self._producer.send(self.config.authorisations_topic, auth.model_dump_json().encode(),
+                                       key=auth.card_id.encode())
+            if not self._sent_once:  # the first send may wait for topic metadata: bound it by the budget
+                await asyncio.wait_for(send, timeout=self.config.budget_ms / 1000)
+                self._sent_once = True
+            else:
+                await send  # enqueues the record (delivery is not awaited: the decision coming back proves it)
+            raw = await waiter
         except Exception as exc:  # noqa: BLE001 - broker trouble → degraded, reconnect in the background
-            self._pending.pop(auth.tx_id, None)
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             self.counts["unavailable"] += 1
             return self._degraded(auth, "stream_unavailable", t0)
+        finally:
+            deadline.cancel()
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._pending.pop(auth.tx_id, None)
+        if raw is None:
+            self.counts["timeout"] += 1
+            return self._degraded(auth, "stream_timeout", t0)
         self.counts["stream"] += 1
         return raw
 
@@ -242,6 +250,11 @@ class RiskService:
         """Connection state and counters (for ops endpoints and tests)."""
         return {"connected": self.connected, "last_error": self.last_error, "pending": len(self._pending),
                 **self.counts}
+
+
+def _expire(waiter: asyncio.Future[bytes | None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def config_from_settings(settings: Any, *, prefix: str | None = None) -> RiskServiceConfig:
