@@ -5,7 +5,9 @@ Pure: functions take DataFrames with the columns of docs/DATA.md; the only I/O i
 
 Model
 -----
-``log(litres)`` per station × product × day, OLS (statsmodels, HC1 robust errors) on these drivers:
+``log(litres)`` per station × product × day, OLS (statsmodels; standard errors clustered by station, since
+a station's days are not independent — the Durbin–Watson statistic in the diagnostics shows it) on these
+drivers:
 
 * own price (log), the gap to the competitors' mean price nearby (log own − log competitors), both also
   interacted with the competition density (competitors within 3 km, capped; dense competition → more
@@ -438,7 +440,7 @@ def _formula(f: pd.DataFrame) -> tuple[str, list[str]]:
 
 def fit(frame: pd.DataFrame, *, config: PricingConfig | None = None, cutoff: Any | None = None,
         seed: int | None = 0) -> PricingModel:
-    """Fit the volume-response regression on a :func:`build_frame` frame (OLS, HC1 robust errors).
+    """Fit the volume-response regression on a :func:`build_frame` frame (OLS, station-clustered errors).
 
     The fit is deterministic (``seed`` is accepted for the common model interface and unused).
     """
@@ -461,7 +463,11 @@ def fit(frame: pd.DataFrame, *, config: PricingConfig | None = None, cutoff: Any
     levels = {c: sorted(f[c].astype(str).unique().tolist()) for c in _CATEGORICAL}
     f = _categorical(f, levels)
     y, x = patsy.dmatrices(formula, f, return_type="dataframe")
-    res = OLS(y, x).fit(cov_type="HC1")
+    groups = pd.factorize(f.loc[y.index, "station_id"].astype(str))[0]
+    if len(np.unique(groups)) >= 5:
+        res = OLS(y, x).fit(cov_type="cluster", cov_kwds={"groups": groups})
+    else:  # too few stations for clustering: heteroscedasticity-robust only
+        res = OLS(y, x).fit(cov_type="HC1")
     resid = res.resid.to_numpy()
     jb, jb_p, skew, kurt = jarque_bera(resid)
     exog = res.model.exog
@@ -640,7 +646,7 @@ def region_summary(rec: pd.DataFrame) -> pd.DataFrame:
 
 def coefficient_text(model: PricingModel) -> str:
     """The coefficient table and diagnostics as plain text (for the report and the registry)."""
-    lines = ["Volume-response regression (OLS on log litres, HC1 robust SE)", f"formula: {model.formula}", ""]
+    lines = ["Volume-response regression (OLS on log litres, station-clustered SE)", f"formula: {model.formula}", ""]
     lines.append(model.coef_table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     lines.append("")
     lines.append("diagnostics:")
