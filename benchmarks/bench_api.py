@@ -4,8 +4,10 @@ A server process (``python -m serving.testing serve``) simulates a network, load
 warehouse, replays decisions and points through the real cores, trains the models with the real jobs and
 serves the API with uvicorn on 127.0.0.1. This process is the load generator: an open loop at ``RATE`` requests/s
 spread round-robin over the endpoints (each request is sent at its scheduled time whatever the previous ones
-did, so a slow server shows up as latency, not as a lower send rate). Latency is measured per request from
-send to full response. Then headless Chromium loads the dashboard and reports its own first-render time.
+did, so a slow server shows up as latency, not as a lower send rate). Latency is measured per
+request from its scheduled send time to the full response (so time spent waiting for one of the 32 keep-alive
+connections counts: no coordinated omission). Then headless Chromium loads the dashboard and reports its own
+first-render time.
 
 Result: ``{"rps": R, "target_rps": 300, "endpoints": {"<name>": {"p50_ms": a, "p99_ms": b, "n": n}},
 "errors": 0, "model_p99_ms": worst model endpoint p99, "dashboard_first_render_ms": ms, ...}``.
@@ -56,45 +58,88 @@ def _endpoints(base: str, keys: dict[str, str]) -> list[tuple[str, str, dict[str
     return out
 
 
+class _Conn:
+    """One keep-alive HTTP/1.1 connection with pre-encoded requests (a load generator must cost far less per
+    request than the server it measures; a general HTTP client does not)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, raw: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        if length:
+            await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def _raw(path: str, headers: dict[str, str], host: str) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Connection: keep-alive"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
 async def _load(base: str, plan: list[tuple[str, str, dict[str, str]]], seconds: float, rate: float) -> dict:
+    host, port = base.split("://", 1)[1].split(":")
+    raws = [(name, _raw(path, headers, f"{host}:{port}")) for name, path, headers in plan]
     lat: dict[str, list[float]] = {}
     status: dict[str, int] = {}
     errors = 0
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=base, timeout=10, limits=limits) as client:
-        async def one(name: str, path: str, headers: dict[str, str]) -> None:
-            nonlocal errors
-            t0 = time.perf_counter()
-            try:
-                r = await client.get(path, headers=headers)
-                ok = r.status_code == 200
-                status[str(r.status_code)] = status.get(str(r.status_code), 0) + 1
-            except httpx.HTTPError:
-                ok = False
-            dt = (time.perf_counter() - t0) * 1000
-            if ok:
-                lat.setdefault(name, []).append(dt)
-            else:
-                errors += 1
+    idle: list[_Conn] = [_Conn(host, int(port)) for _ in range(32)]
+    waiters: asyncio.Queue[_Conn] = asyncio.Queue()
+    for c in idle:
+        waiters.put_nowait(c)
 
-        # warm-up: every endpoint a few times (loads each model view once)
-        for name, path, headers in plan[:len(plan)]:
-            await one(name, path, headers)
-        lat.clear()
-        status.clear()
-        errors = 0
-        tasks = []
-        start = time.perf_counter()
-        n = int(seconds * rate)
-        for i in range(n):
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            name, path, headers = plan[i % len(plan)]
-            tasks.append(asyncio.create_task(one(name, path, headers)))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
+    async def one(name: str, raw: bytes, record: bool = True, due: float | None = None) -> None:
+        nonlocal errors
+        t0 = due if due is not None else time.perf_counter()
+        conn = await waiters.get()
+        try:
+            code = await asyncio.wait_for(conn.request(raw), timeout=10)
+        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+            conn.close()
+            code = 0
+        dt = (time.perf_counter() - t0) * 1000
+        waiters.put_nowait(conn)
+        if not record:
+            return
+        status[str(code)] = status.get(str(code), 0) + 1
+        if code == 200:
+            lat.setdefault(name, []).append(dt)
+        else:
+            errors += 1
+
+    # warm-up: every distinct request once (loads each model view, fills connection pool)
+    await asyncio.gather(*(one(name, raw, record=False) for name, raw in raws))
+    tasks = []
+    start = time.perf_counter()
+    n = int(seconds * rate)
+    for i in range(n):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        name, raw = raws[i % len(raws)]
+        tasks.append(asyncio.create_task(one(name, raw, due=due)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    for c in idle:
+        c.close()
     return {"lat": lat, "errors": errors, "sent": n, "elapsed": elapsed, "status": status}
 
 
