@@ -234,3 +234,197 @@ def _print_summary(s: dict[str, Any], out: Path) -> None:
     echo(f"reports       {s['reports']['fraud']} (fraud report + PNG), {s['reports']['models']}")
     echo(f"summary JSON  {out / 'summary.json'}")
     echo("timings (s)   " + ", ".join(f"{k.split(':')[0][:28]}={v}" for k, v in s["timings_s"].items()))
+
+
+# ---------------------------------------------------------------------------------------------------- up
+
+
+def _retimed_chunk(tx: Any, start: int, n: int, cycle: int) -> Any:
+    """Rows ``start..start+n`` of the simulated purchases, moved to now (ids made unique per cycle)."""
+    import pandas as pd
+
+    chunk = tx.iloc[start:start + n].copy()
+    if chunk.empty:
+        return chunk
+    now = pd.Timestamp.now(tz="UTC")
+    # Keep each purchase's place in the simulated day, compressed into the next few seconds.
+    span = (chunk["ts"].max() - chunk["ts"].min()) or pd.Timedelta(seconds=1)
+    offset = (chunk["ts"] - chunk["ts"].min()) / span * pd.Timedelta(seconds=4)
+    shift = now - chunk["ts"]
+    chunk["ts"] = (now + offset).dt.floor("us")
+    if "capture_ts" in chunk:
+        chunk["capture_ts"] = (chunk["capture_ts"] + shift + offset).dt.floor("us")
+    if cycle:
+        chunk["tx_id"] = chunk["tx_id"].astype(str) + f"-r{cycle}"
+    return chunk
+
+
+class _SinkLoader:
+    """Loads the sink agent's JSON-lines micro-batches into the warehouse this process owns (chdb allows one
+    process per directory), reading only what was appended since the last pass; inserts are idempotent."""
+
+    def __init__(self, wh: Any, sink_dir: Path) -> None:
+        from streams.sinks import WAREHOUSE_KINDS, WarehouseSink
+
+        self.sink = WarehouseSink(wh)
+        self.kinds = WAREHOUSE_KINDS
+        self.dir = sink_dir
+        self.offsets: dict[Path, int] = {}
+        self.rows = 0
+
+    def poll(self) -> int:
+        import orjson
+
+        new: dict[str, list[dict[str, Any]]] = {k: [] for k in self.kinds}
+        for path in sorted(self.dir.glob("*.jsonl")):
+            kind = path.stem.split("@", 1)[0]
+            with path.open("rb") as fh:
+                fh.seek(self.offsets.get(path, 0))
+                data = fh.read()
+            end = data.rfind(b"\n") + 1  # only whole lines; a partial last line waits for the next pass
+            self.offsets[path] = self.offsets.get(path, 0) + end
+            if kind in new:
+                new[kind].extend(orjson.loads(line) for line in data[:end].splitlines() if line.strip())
+        n = 0
+        for kind in self.kinds:  # authorisations first: later kinds look up their station and time
+            if new[kind]:
+                self.sink.write(kind, new[kind])
+                n += len(new[kind])
+        self.rows += n
+        return n
+
+
+@app.command("up")
+def up(
+    out: Path = typer.Option(Path("var/up"), help="Working directory (kept between runs)"),
+    rate: float = typer.Option(25.0, help="Simulated authorisations per second fed to the stream"),
+    port: int = typer.Option(8000, help="API and dashboard port on 127.0.0.1"),
+    broker_port: int = typer.Option(19210, help="Embedded broker port on 127.0.0.1"),
+    workers: int = typer.Option(1, help="Faust risk/points worker processes"),
+    seed: int = typer.Option(7, help="Simulation seed for the first start"),
+    max_seconds: float = typer.Option(0, help="Stop by itself after this many seconds (0 = until Ctrl-C)"),
+) -> None:
+    """Start the system on embedded defaults and keep it running: API + dashboard, agents, a steady feed."""
+    import asyncio
+    import threading
+
+    import pandas as pd
+    import uvicorn
+
+    import warehouse
+    from fuelcard.simulator import SimConfig, simulate, write
+    from models.registry import Registry
+    from serving.adapters import WarehouseSql
+    from serving.app import create_app
+    from serving.risk import create_router
+    from streams.cluster import StreamCluster
+    from streams.feed import day_events, to_records
+    from streams.loadgen import make_producer, produce_at_rate
+
+    out = out.resolve()
+    sim_dir = out / "sim"
+    settings = Settings(data_dir=out, warehouse_url=f"chdb://{out / 'warehouse'}", api_port=port,
+                        kafka_bootstrap=f"kafka://127.0.0.1:{broker_port}")
+    registry = Registry(settings.registry_dir)
+    wh = warehouse.connect(settings.warehouse_url)
+    steps = _Steps(total=4)
+    if not (sim_dir / "transactions.parquet").exists():
+        def _first_start() -> None:
+            from warehouse.loader import load_dir
+
+            frames = simulate(SimConfig(seed=seed, days=45, stations=40, members=4000), progress=True)
+            write(frames, sim_dir)
+            load_dir(wh, sim_dir, progress=True, settings=settings)
+
+        steps.run("first start: simulate 45 days and load the warehouse", _first_start)
+    else:
+        steps.done += 1
+    if not registry.kinds():
+        def _train() -> None:
+            from fuelcard.commands import train_jobs as tj
+
+            source = tj.WarehouseSource(wh)
+            ctx = tj.TrainContext(source=source, registry=registry, as_of=tj.default_as_of(source), seed=seed,
+                                  truth_path=sim_dir / "ground_truth" / "truth.json", warehouse=wh,
+                                  reports_dir=out / "reports")
+            for kind in tj.KINDS:
+                tj.run_job(ctx, kind, promote=True)
+
+        steps.run("train every model into the registry", _train)
+    else:
+        steps.done += 1
+
+    from fuelcard.simulator import read as read_sim
+
+    frames = read_sim(sim_dir)
+    tx = frames["transactions.parquet"].sort_values("ts").reset_index(drop=True)
+    cluster = StreamCluster(out / "stream", port=broker_port, workers=workers, agents="risk,points",
+                            artifacts=settings.registry_dir)
+    sink_dir = out / "stream" / "sink"
+    stop = threading.Event()
+    try:
+        def _stream() -> None:
+            cluster.start_broker()
+            cluster.start_workers()
+            cluster.start_workers(1, agents="sink", sink=f"jsonl:{sink_dir}", group_suffix="-sink")
+
+        steps.run("start the embedded broker and the Faust agents", _stream)
+        api = create_app(settings, sql=WarehouseSql(wh), registry=registry,
+                         risk_router=create_router(settings, prefix=cluster.prefix))
+        keys = api.state.services.demo_keys
+
+        def _feed() -> None:
+            async def main() -> None:
+                producer = await make_producer(cluster.bootstrap)
+                start, cycle = 0, 0
+                try:
+                    while not stop.is_set():
+                        n = max(1, int(rate * 5))
+                        chunk = _retimed_chunk(tx, start, n, cycle)
+                        start += n
+                        if start >= len(tx):
+                            start, cycle = 0, cycle + 1
+                        if not chunk.empty:
+                            records = list(to_records(day_events(chunk), cluster.prefix or "fuelcard"))
+                            await produce_at_rate(producer, records, rate=rate * len(records) / len(chunk))
+                finally:
+                    await producer.stop()
+
+            asyncio.run(main())
+
+        loader = _SinkLoader(wh, sink_dir)
+
+        def _load() -> None:
+            while not stop.wait(5.0):
+                if sink_dir.exists():
+                    try:
+                        loader.poll()
+                    except Exception as exc:  # noqa: BLE001 - keep serving; the next pass retries
+                        typer.echo(f"sink loader: {str(exc).splitlines()[0][:200]}", err=True)
+
+        threads = [threading.Thread(target=_feed, name="feed", daemon=True),
+                   threading.Thread(target=_load, name="sink-loader", daemon=True)]
+        for t in threads:
+            t.start()
+        base = f"http://{settings.api_host}:{port}"
+        steps.run("serve the API and the dashboard", lambda: None)
+        typer.echo("")
+        typer.echo(f"dashboard     {base}/dashboard/#key={keys.get('analyst', '')}")
+        typer.echo(f"API docs      {base}/docs")
+        typer.echo("demo API keys " + ", ".join(f"{g}={k}" for g, k in sorted(keys.items())))
+        example = ('{"tx_id":"curl-1","ts":"' + pd.Timestamp.now(tz="UTC").isoformat() + '","card_id":"'
+                   + str(tx["card_id"].iloc[-1]) + '","station_id":"' + str(tx["station_id"].iloc[-1])
+                   + '","product":"95","amount_fen":30000}')
+        typer.echo(f"risk decision curl -s -X POST {base}/v1/risk/decide -H 'X-API-Key: "
+                   f"{keys.get('transaction_path', '')}' -H 'Content-Type: application/json' -d '{example}'")
+        typer.echo(f"feeding {rate:g} authorisations/s from the simulation; Ctrl-C to stop")
+        config = uvicorn.Config(api, host=settings.api_host, port=port, log_level="warning")
+        server = uvicorn.Server(config)
+        if max_seconds > 0:
+            threading.Timer(max_seconds, lambda: setattr(server, "should_exit", True)).start()
+        server.run()
+    finally:
+        stop.set()
+        cluster.stop()
+        wh.close()
+        typer.echo("stopped: broker and workers ended, warehouse closed")
