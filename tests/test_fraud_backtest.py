@@ -55,8 +55,12 @@ def test_cli_six_columns_iso_strings_and_missing_labels(tmp_path, six):
     assert sorted(scores["tx_id"]) == sorted(df.loc[in_test, "tx_id"])
     assert scores["score"].between(0, 1).all()
     rep = tmp_path / "rep"
-    r = _cli("report", "--transactions", str(src), "--scores", str(out), "--out", str(rep))
-    assert r.returncode == 0, r.stderr
+    from typer.testing import CliRunner
+
+    from fuelcard.commands.fraud import app
+
+    r = CliRunner().invoke(app, ["report", "--transactions", str(src), "--scores", str(out), "--out", str(rep)])
+    assert r.exit_code == 0, r.output
     assert "AUC ROC" in (rep / "fraud_report.txt").read_text()
     assert (rep / "pr_curve.png").exists() and (rep / "score_distributions.png").exists()
 

@@ -11,6 +11,7 @@ on the most recent quarter of them (time split), is refitted on all of them, and
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -61,7 +62,9 @@ def parse_ts(values: pd.Series) -> np.ndarray:
         else:
             text = s.astype(str).str.strip()
             try:
-                dt = pd.to_datetime(text, utc=True)  # one inferred format: the fast path
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # "could not infer format": handled below
+                    dt = pd.to_datetime(text, utc=True)  # one inferred format: the fast path
             except (ValueError, TypeError):
                 try:
                     dt = pd.to_datetime(text, utc=True, format="mixed")
