@@ -50,7 +50,7 @@ def _run(kinds: list[str], *, as_of: str | None, window_days: int, seed: int, fr
             truth = Path(from_dir) / "ground_truth" / "truth.json"
     else:
         try:
-            wh = tj.connect_warehouse(settings.warehouse_url)
+            wh = tj.connect_warehouse(settings)
         except tj.JobError as exc:
             raise CliError(str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - the warehouse's own error, one line

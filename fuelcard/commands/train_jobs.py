@@ -211,8 +211,9 @@ class WarehouseSource:
         return None if d.year < 1980 else d
 
 
-def connect_warehouse(url: str) -> Any:
-    """Open the warehouse through the warehouse package's public ``connect``."""
+def connect_warehouse(url: Any) -> Any:
+    """Open the warehouse through the warehouse package's public ``connect`` (a URL or a Settings object;
+    with Settings the development default means the embedded warehouse under ``data_dir``)."""
     import warehouse
 
     connect = getattr(warehouse, "connect", None)
