@@ -11,7 +11,22 @@ from fuelcard.commands.common import CliError, read_table, write_table_atomic
 app = typer.Typer(no_args_is_help=True)
 
 
-@app.command("backtest")
+_HELP = (
+    'Fit Cox PH and parametric AFT models (lifelines) on TRAIN, keep the better one on a held-out split '
+    '(time-dependent AUC at H, then Brier), and write P(event within H) for every row of SCORE, in order.'
+    "\n\n"
+    'All other columns are covariates: numeric strings with blanks are parsed, Yes/No become 0/1, string '
+    'categoricals become dummies of their frequent levels, ID-like and constant columns and columns that '
+    'merely accumulate with the duration (e.g. TotalCharges) are dropped, gaps are imputed from TRAIN '
+    'statistics.'
+    "\n\n"
+    'Probability semantics: if a SCORE row has no duration (column absent or blank) the probability is '
+    'unconditional from time 0, 1 - S(H). If it carries a duration t (its current tenure), it is the '
+    'conditional probability of the event in (t, t+H] given survival to t: 1 - S(t+H)/S(t).'
+)
+
+
+@app.command("backtest", help=_HELP)
 def backtest(
     train: Path = typer.Option(..., "--train", help="Training table (CSV or Parquet) with durations and events."),
     score: Path = typer.Option(..., "--score", help="Rows to score (duration/event columns optional)."),
@@ -22,17 +37,7 @@ def backtest(
     out: Path = typer.Option(..., "--out", help="Output CSV/Parquet: id,churn_probability."),
     seed: int = typer.Option(0, "--seed", help="Seed for the held-out split."),
 ) -> None:
-    """Fit Cox PH and parametric AFT models (lifelines) on TRAIN, keep the better one on a held-out split
-    (time-dependent AUC at H, then Brier), and write P(event within H) for every row of SCORE, in order.
-
-    All other columns are covariates: numeric strings with blanks are parsed, Yes/No become 0/1, string
-    categoricals become dummies of their frequent levels, ID-like and constant columns and columns that merely
-    accumulate with the duration (e.g. TotalCharges) are dropped, gaps are imputed from TRAIN statistics.
-
-    Probability semantics: if a SCORE row has no duration (column absent or blank) the probability is
-    unconditional from time 0, 1 - S(H). If it carries a duration t (its current tenure), it is the
-    conditional probability of the event in (t, t+H] given survival to t: 1 - S(t+H)/S(t).
-    """
+    """Backtest command; its user-facing help is ``_HELP`` (paragraphs kept intact by Typer)."""
     if horizon <= 0:
         raise CliError(f"--horizon must be positive, got {horizon}")
     tr = read_table(train, required=[duration_col, event_col], name="--train")

@@ -12,7 +12,19 @@ from fuelcard.commands.common import CliError, read_table, write_table_atomic
 app = typer.Typer(no_args_is_help=True)
 
 
-@app.command("backtest")
+_HELP = (
+    "Forecast HORIZON periods after each series' last date with an 80% prediction interval."
+    "\n\n"
+    'The frequency (daily, days-of-week subsets, weekly, monthly, quarterly, hourly) is inferred from the '
+    'dates; duplicate dates are summed, gaps filled. Per series, seasonal naive, seasonal means, '
+    'exponential smoothing, STL decomposition (statsmodels) + damped-trend smoothing and a regression '
+    'decomposition (trend, weekday, yearly Fourier terms, holidays) are compared on held-out windows at '
+    'the end of the history; the best is refitted. Holidays (daily data within 2004-2026) are used only '
+    'if they improve the fit. Forecasts are non-negative when the history is.'
+)
+
+
+@app.command("backtest", help=_HELP)
 def backtest(
     series: Path = typer.Option(..., "--series", help="Long table (CSV or Parquet): one row per date [and id]."),
     date_col: str = typer.Option(..., "--date-col", help="Date column (any parseable date format)."),
@@ -23,15 +35,7 @@ def backtest(
     jobs: int = typer.Option(0, "--jobs", help="Worker processes (0 = up to 2, by CPU count)."),
     holidays: str = typer.Option("auto", "--holidays", help="Chinese public-holiday regressors: auto|on|off."),
 ) -> None:
-    """Forecast HORIZON periods after each series' last date with an 80% prediction interval.
-
-    The frequency (daily, days-of-week subsets, weekly, monthly, quarterly, hourly) is inferred from the
-    dates; duplicate dates are summed, gaps filled. Per series, seasonal naive, seasonal means, exponential
-    smoothing, STL decomposition (statsmodels) + damped-trend smoothing and a regression decomposition (trend,
-    weekday, yearly Fourier terms, holidays) are compared on held-out windows at the end of the history; the
-    best is refitted. Holidays (daily data within 2004-2026) are used only if they improve the fit. Forecasts
-    are non-negative when the history is.
-    """
+    """Backtest command; its user-facing help is ``_HELP`` (paragraphs kept intact by Typer)."""
     if horizon <= 0:
         raise CliError(f"--horizon must be a positive integer, got {horizon}")
     if holidays not in {"auto", "on", "off"}:
