@@ -27,5 +27,5 @@ def fault_ch(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def poison_run(tmp_path_factory: pytest.TempPathFactory, fault_ch: Any) -> tuple[H.CaseResult, Path]:
     """Case 3 (poison input) run once: its result and the directory holding the worker logs."""
     root = Path(tmp_path_factory.mktemp("faults-poison"))
-    res = H.report(H.case_poison(root, fault_ch.url("faults_poison")))
+    res = H.report(H.case_poison(root, fault_ch.url("faults_poison"), members=120))
     return res, root

@@ -209,13 +209,8 @@ def test_warehouse_load_broken_directory(case: str, tmp_path: Path, fault_ch: An
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason=(
-    "F5 warehouse/engine.py _cast_series/_to_python_column (clickhouse-driver path): the simulator writes card "
-    "limits as nullable Int64 (NA = no limit) and the server's dim_card.per_tx_limit_fen is non-Nullable Int64, "
-    "so `fuelcard warehouse load` of any fresh simulation fails on 18.16 with 'Type mismatch ... "
-    "per_tx_limit_fen: required argument is not an integer' (fix: Nullable(Int64) for the limit columns in a "
-    "new migration, or fill NA with the type default in conform for non-Nullable columns)"))
 def test_warehouse_load_of_a_fresh_simulation_on_the_server(tmp_path: Path, fault_ch: Any) -> None:
+    """The happy path next to the broken files: a fresh simulation (nullable card limits included) loads."""
     from fuelcard.simulator import SimConfig, simulate, write
 
     write(simulate(SimConfig(seed=3, days=1, stations=5, members=60)), tmp_path / "sim")

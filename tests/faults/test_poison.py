@@ -18,7 +18,7 @@ def test_poison_lands_in_dead_letters_with_reasons_and_agents_keep_going(poison_
     r, _ = poison_run
     d = r.details
     assert all(d["workers_alive"]), "an agent crashed on poison input"
-    assert d["poison_lost"] == 0, "a fuzzed record produced neither a dead letter nor a decision"
+    assert d["poison_lost"] == 0, f"no dead letter nor decision for: {d['poison_unaccounted']}"
     assert d["poison_duplicated"] == 0, "a fuzzed record produced two outcomes"
     assert d["dead_letters_without_reason"] == 0
     assert set(d["dead_letter_reasons"]) <= {"malformed", "schema-invalid", "processing error"}

@@ -37,7 +37,7 @@ def _assert_clean(r: H.CaseResult) -> None:
 def test_worker_kill9_mid_stream_then_restart(tmp_path: Path, fault_ch: Any) -> None:
     """Case 1: every worker SIGKILLed mid-stream; broker restarted (noida-db never evicts the dead members);
     workers restarted: one decision per authorisation in the warehouse, balances equal the ledger."""
-    r = H.case_worker_kill9(tmp_path, fault_ch.url("faults_kill9"), members=300)
+    r = H.case_worker_kill9(tmp_path, fault_ch.url("faults_kill9"), members=200)
     _assert_clean(r)
     assert r.details["decided_before_kill"] > 0  # the kill really happened mid-stream
     assert r.details["balances_wrong"] == 0 and r.details["warehouse_balances_wrong"] == 0
@@ -50,7 +50,7 @@ def test_broker_restart_mid_stream_resumes(tmp_path: Path, fault_ch: Any) -> Non
     "Nothing lost" does not hold on noida-db: it drops records it had already acknowledged when it is restarted
     (B1, shown deterministically by test_broker_keeps_acknowledged_writes_across_restart). Here we assert what
     must hold regardless — processing resumes, no duplicates — and print lost for the table."""
-    r = H.case_broker_restart(tmp_path, fault_ch.url("faults_broker"), members=300)
+    r = H.case_broker_restart(tmp_path, fault_ch.url("faults_broker"), members=200)
     H.report(r)
     d = r.details
     assert all(d["workers_alive"])
@@ -77,7 +77,7 @@ def test_broker_keeps_acknowledged_writes_across_restart(tmp_path: Path) -> None
     "never ack an unwritten batch)"))
 def test_warehouse_server_restart_mid_sink_loses_nothing(tmp_path: Path, fault_ch: Any) -> None:
     """Case 2b: clickhouse-server stopped for 6 s while the sink writes, then started again."""
-    r = H.case_warehouse_restart(tmp_path, fault_ch, fault_ch.url("faults_wh"), members=300)
+    r = H.case_warehouse_restart(tmp_path, fault_ch, fault_ch.url("faults_wh"), members=200)
     H.report(r)
     assert all(r.details["workers_alive"])
     assert r.lost == 0, r.details
