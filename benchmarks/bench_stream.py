@@ -8,7 +8,7 @@ than once for the same tx_id.
 Environment: ``BENCH_SECONDS`` (default 300), ``BENCH_STREAM_RATE`` (tx/s, default 2000),
 ``BENCH_STREAM_WORKERS`` (Faust worker processes, default 2), ``BENCH_STREAM_TAKE`` (batch size, default 256),
 ``BENCH_STREAM_PORT`` (broker port, default 19280), ``BENCH_STREAM_ENVELOPE_MS`` (gateway batching window:
-authorisations of one partition produced within it travel as one Kafka record; 0 = one record each; default 5).
+authorisations of one partition produced within it travel as one Kafka record; 0 = one record each; default 20).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def run(seconds: float | None) -> dict:
     take = int(os.environ.get("BENCH_STREAM_TAKE", "256"))
     port = int(os.environ.get("BENCH_STREAM_PORT", "19280"))
     # Gateway-side micro-batching of authorisations (0 = one Kafka record per authorisation).
-    envelope_ms = float(os.environ.get("BENCH_STREAM_ENVELOPE_MS", "5"))
+    envelope_ms = float(os.environ.get("BENCH_STREAM_ENVELOPE_MS", "20"))
     root = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     cl = StreamCluster(root, port=port, workers=workers, agents="risk", take_max=take, take_within_s=0.003)
     try:
