@@ -152,6 +152,39 @@ def _compile(rules: tuple[Rule, ...]) -> tuple[_Compiled, ...]:
     )
 
 
+def _condition_code(c: Condition, var: str, consts: dict[str, Any]) -> str:
+    if c.op in (">", ">=", "<", "<=", "=="):  # NaN compares False: a missing feature never fires
+        return f"{var} {c.op} {float(c.value)!r}"
+    if c.op == "!=":
+        return f"({var} == {var} and {var} != {float(c.value)!r})"
+    if c.op == "between":
+        lo, hi = c.value
+        return f"{float(lo)!r} <= {var} <= {float(hi)!r}"
+    name = f"_S{len(consts)}"
+    consts[name] = c.value
+    return f"({var} == {var} and {var} in {name})"
+
+
+def _codegen(rules: tuple[Rule, ...]) -> Callable[[list[float]], list[RuleHit]]:
+    """One generated function per rule variant: straight-line comparisons, a microsecond or two."""
+    consts: dict[str, Any] = {}
+    lines = ["def _evaluate(x):", "    hits = []"]
+    for r in rules:
+        if not r.enabled:
+            continue
+        hit = f"_H{len(consts)}"
+        consts[hit] = RuleHit(r.rule_id, r.severity, r.reason)
+        conds = []
+        for c in r.when:
+            conds.append(_condition_code(c, f"x[{FEATURE_INDEX[c.feature]}]", consts))
+        lines.append(f"    if {' and '.join(conds)}:")
+        lines.append(f"        hits.append({hit})")
+    lines.append("    return hits")
+    namespace: dict[str, Any] = dict(consts)
+    exec(compile("\n".join(lines) + "\n", "<rules>", "exec"), namespace)  # noqa: S102 - generated from validated rules
+    return namespace["_evaluate"]
+
+
 @dataclass(frozen=True)
 class RuleSet:
     """A parsed rule set: default rules plus per-region variants, compiled for fast evaluation."""
@@ -161,10 +194,15 @@ class RuleSet:
     region_rules: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict)
     _compiled: dict[str | None, tuple[_Compiled, ...]] = field(default_factory=dict, repr=False, compare=False)
 
+    _fast: dict[str | None, Callable[[list[float]], list[RuleHit]]] = field(default_factory=dict, repr=False,
+                                                                           compare=False)
+
     def __post_init__(self) -> None:
         self._compiled[None] = _compile(self.rules)
+        self._fast[None] = _codegen(self.rules)
         for region, rules in self.region_rules.items():
             self._compiled[region] = _compile(rules)
+            self._fast[region] = _codegen(rules)
 
     @classmethod
     def from_mapping(cls, doc: Mapping[str, Any]) -> RuleSet:
@@ -195,6 +233,13 @@ class RuleSet:
 
     def evaluate(self, x: list[float], region: str | None = None) -> list[RuleHit]:
         """The rules that fire on feature vector ``x`` (for ``region``'s variant when it has one)."""
+        fast = self._fast.get(region)
+        if fast is None:
+            fast = self._fast[None]
+        return fast(x)
+
+    def evaluate_reference(self, x: list[float], region: str | None = None) -> list[RuleHit]:
+        """Same as :meth:`evaluate`, interpreted condition by condition (the reference for tests)."""
         compiled = self._compiled.get(region) or self._compiled[None]
         hits = []
         for c in compiled:

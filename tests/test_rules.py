@@ -152,3 +152,14 @@ def test_reload_without_restart(tmp_path):
     path.write_text("version: [broken")  # a broken edit keeps the last good rules
     os.utime(path, (time.time() + 10, time.time() + 10))
     assert holder.get().version == "rules-test-2" and holder.last_error
+
+
+def test_generated_evaluator_equals_reference(rules):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        x = list(rng.choice([NAN, 0.0, 1.0, 2.0, 3.5, 4.0, 6.0, 50.0, 200.0, 400.0, 3500.0, 9000.0],
+                            len(FEATURE_NAMES)))
+        for region in (None, "highway", "rural", "elsewhere"):
+            assert rules.evaluate(x, region) == rules.evaluate_reference(x, region)
