@@ -127,6 +127,11 @@ class CovariateEncoder:
                 if finite.size == 0 or np.nanstd(finite) == 0:
                     self.dropped[col] = "constant"
                     continue
+                steps = np.diff(finite)
+                monotonic = bool(np.all(steps > 0) or np.all(steps < 0))
+                if kind == "numeric" and finite.size == n >= 50 and monotonic and np.all(finite == np.round(finite)):
+                    self.dropped[col] = "row index"
+                    continue
                 spec = _ColumnSpec(col, kind, fill=float(np.median(finite)), lo=float(finite.min()),
                                    hi=float(finite.max()))
                 spec.add_missing = bool((~np.isfinite(vals)).mean() >= 0.01)
@@ -147,7 +152,7 @@ class CovariateEncoder:
             rest = n - int(counts[counts.index.isin(keep)].sum())
             levels = keep + (["__other__"] if rest >= min_count else [])
             if len(levels) < 2:
-                self.dropped[col] = "constant"
+                self.dropped[col] = "constant or no frequent level"
                 continue
             # the most frequent level is the reference (no dummy)
             self.specs.append(_ColumnSpec(col, "categorical", levels=tuple(levels[1:]), ref=levels[0]))
