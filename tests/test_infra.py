@@ -312,3 +312,15 @@ def test_scripts_are_executable_shell(script: str) -> None:
     assert text.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in text
     assert path.stat().st_mode & 0o111
     assert shlex.split(text.splitlines()[-1])[1:3] == ["-m", "streams.flink.jars"]
+
+
+def test_k8s_command_variables_are_defined_in_env() -> None:
+    """Kubernetes expands $(VAR) in command/args only from the container's ``env`` entries."""
+    for d in _k8s_docs():
+        if d["kind"] not in WORKLOADS:
+            continue
+        for c in _containers(d):
+            words = " ".join((c.get("command") or []) + (c.get("args") or []))
+            names = {e["name"] for e in c.get("env") or []}
+            for var in re.findall(r"\$\((\w+)\)", words):
+                assert var in names, f"{d['metadata']['name']}: $({var}) is not in env"
