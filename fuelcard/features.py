@@ -308,13 +308,13 @@ def update_card(
         del state.geo_known[:lo30], state.night[:lo30]
     n30 = len(ts)
     amt = state.amt
-    lo1h = bisect_right(ts, t - HOUR)
-    lo24 = bisect_right(ts, t - DAY)
     lo7 = bisect_right(ts, t - 7 * DAY)
+    lo24 = bisect_right(ts, t - DAY, lo7)
+    lo1h = bisect_right(ts, t - HOUR, lo24)
     s30 = sum(amt)
     s7 = sum(amt[lo7:]) if lo7 else s30
-    s24 = sum(amt[lo24:])
-    s1h = sum(amt[lo1h:])
+    s24 = sum(amt[lo24:]) if lo24 < n30 else 0
+    s1h = sum(amt[lo1h:]) if lo1h < n30 else 0
     n7 = n30 - lo7
     a_y = amount / 100.0
     if n30:
