@@ -18,8 +18,9 @@ from models.registry import Registry
 
 SIM = {"seed": 11, "days": 200, "stations": 10, "members": 400}
 HOLDOUT_DAYS = 28
-#: Shrunk workloads so every kind trains in seconds (the contract does not depend on size).
-OPTIONS = {"demand_max_series": 4, "fraud_window_days": 60, "fraud_test_days": 14}
+#: Shrunk workloads so every kind trains in seconds (the contract does not depend on size); the report images
+#: are tested in test_pricing/test_sites and the CLI test, not here.
+OPTIONS = {"demand_max_series": 4, "fraud_window_days": 60, "fraud_test_days": 14, "plots": False}
 
 
 def _tmp(prefix: str) -> Path:

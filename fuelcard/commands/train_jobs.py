@@ -335,7 +335,8 @@ def train_pricing(ctx: TrainContext) -> TrainResult:
         model.coef_table.to_csv(d / "coefficients.csv", index=False)
         rec.to_csv(d / "recommendations.csv", index=False)
         regions.to_csv(d / "region_summary.csv", index=False)
-        pricing.plot_diagnostics(model, frame, d / "diagnostics.png")
+        if ctx.options.get("plots", True):
+            pricing.plot_diagnostics(model, frame, d / "diagnostics.png")
         if evaluation is not None:
             evaluation.to_csv(d / "evaluation_true_response.csv", index=False)
         sample.to_parquet(d / "contract_sample.parquet", index=False)
@@ -385,7 +386,8 @@ def train_sites(ctx: TrainContext) -> TrainResult:
         model.top.to_csv(d / "top_sites.csv", index=False)
         model.baseline.to_csv(d / "baseline_density_only.csv", index=False)
         model.station_suggestions.to_csv(d / "station_suggestions.csv", index=False)
-        sites.plot_heatmap(model, d / "heatmap.png")
+        if ctx.options.get("plots", True):
+            sites.plot_heatmap(model, d / "heatmap.png")
         sample.to_parquet(d / "contract_sample.parquet", index=False)
 
     return TrainResult(
