@@ -264,7 +264,7 @@ def config_from_settings(settings: Any, *, prefix: str | None = None) -> RiskSer
     return RiskServiceConfig(bootstrap=bootstrap_servers(settings.kafka_bootstrap),
                              prefix=prefix or getattr(settings, "stream_prefix", None) or "fuelcard",
                              budget_ms=float(settings.score_budget_ms),
-                             artifacts_dir=str(settings.artifacts_dir))
+                             artifacts_dir=str(getattr(settings, "registry_dir", settings.artifacts_dir)))
 
 
 def create_router(settings: Any = None, *, service: RiskService | None = None, prefix: str | None = None

@@ -132,7 +132,7 @@ def run_demo_day(settings: Any, data_dir: str | Path, transactions: pd.DataFrame
         else settings.kafka_bootstrap
     cl = StreamCluster(data_dir / "stream", port=port, workers=workers, agents="risk,points",
                        directory=directory, broker_url=bootstrap_url,
-                       artifacts=Path(settings.artifacts_dir) if settings is not None else None)
+                       artifacts=_registry_root(settings))
     try:
         cl.start_broker()
         cl.start_workers()
@@ -184,3 +184,10 @@ def load_sink_into_warehouse(wh: Any, rows: dict[str, dict[str, dict[str, Any]]]
     for table, df in warehouse_frames(rows).items():
         written[table] = int(wh.insert_df(table, df)) if len(df) else 0
     return written
+
+
+def _registry_root(settings: Any) -> Path | None:
+    """Where the model registry lives (``settings.registry_dir``; older settings: ``artifacts_dir``)."""
+    if settings is None:
+        return None
+    return Path(getattr(settings, "registry_dir", None) or settings.artifacts_dir)

@@ -46,7 +46,7 @@ def build_config(args: argparse.Namespace) -> StreamConfig:
         broker_url=args.broker or settings.kafka_bootstrap,
         prefix=args.prefix,
         app_id=args.app_id,
-        engine=load_engine(artifacts_dir=args.artifacts or settings.artifacts_dir),
+        engine=load_engine(artifacts_dir=args.artifacts or getattr(settings, "registry_dir", settings.artifacts_dir)),
         directory=CardDirectory.from_dir(args.directory),
         sink=make_sink(args.sink),
         agents=frozenset(a.strip() for a in args.agents.split(",") if a.strip()),
@@ -77,7 +77,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--agents", default="risk,points,sink")
     p.add_argument("--directory", default=None, help="simulator output dir with cards/members parquet")
     p.add_argument("--sink", default="null", help="null | jsonl:DIR[::tag] | warehouse:URL")
-    p.add_argument("--artifacts", default=None)
+    p.add_argument("--artifacts", default=None, help="model registry root (default: the settings' registry_dir)")
     p.add_argument("--take-max", type=int, default=256)
     p.add_argument("--take-within", type=float, default=0.004)
     p.add_argument("--loglevel", default="WARNING")
