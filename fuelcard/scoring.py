@@ -142,7 +142,10 @@ class Scorer:
     :class:`models.fraud.ModelHandle`) so new rules or a promoted model are picked up without a restart.
     """
 
-    def __init__(self, rules: object, model: object | None = None, config: FeatureConfig = DEFAULT_CONFIG) -> None:
+    def __init__(self, rules: object, model: object | None = None, config: FeatureConfig | None = None) -> None:
+        if config is None:  # the feature parameters the model was trained with, else the defaults
+            current = model.get() if model is not None and hasattr(model, "get") else model
+            config = current.feature_config() if hasattr(current, "feature_config") else DEFAULT_CONFIG
         self.engine = FeatureEngine(config)
         self.rules = rules
         self.model = model
