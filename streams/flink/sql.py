@@ -85,7 +85,8 @@ def _kafka_options(ep: KafkaEndpoint, *, source: bool) -> dict[str, str]:
         if ep.bounded:
             opts["scan.bounded.mode"] = "latest-offset"
     else:
-        opts["sink.delivery-guarantee"] = "at-least-once"
+        # keyed by card like every payment topic: one card's rows stay in order on one partition
+        opts.update({"sink.delivery-guarantee": "at-least-once", "key.format": "raw", "key.fields": "card_id"})
     opts.update({f"properties.{k}": v for k, v in ep.properties})
     return opts
 

@@ -105,7 +105,10 @@ async def _consume(bootstrap: str, topic: str, expected: int, timeout: float = 3
         while len(rows) < expected and loop.time() < deadline:
             batch = await consumer.getmany(timeout_ms=1000)
             for msgs in batch.values():
-                rows.extend(orjson.loads(m.value) for m in msgs)
+                for m in msgs:
+                    row = orjson.loads(m.value)
+                    assert m.key == row["card_id"].encode(), "output records are keyed by card"
+                    rows.append(row)
     finally:
         await consumer.stop()
     return rows
