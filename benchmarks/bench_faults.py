@@ -6,7 +6,9 @@ clickhouse-server 18.16 + the CLI) and prints one row per case:
 
 Cases (tests/faults/harness.py, docs/FAULTS.md): worker_kill9, broker_restart, warehouse_restart,
 poison_input, cli_broken_files, security, and a soak at the speed layer's target rate (2,000 tx/s) for
-2 minutes — ``BENCH_SECONDS`` sets the soak length instead. Ports 19400-19499 on 127.0.0.1; every process
+2 minutes — ``BENCH_SECONDS`` sets the soak length instead. When the target rate is not sustained (lag grows),
+a second soak runs at 80 % of the throughput the agents did sustain, so the table shows both.
+Ports 19400-19499 on 127.0.0.1; every process
 started here is stopped by its PID.
 """
 
@@ -42,7 +44,12 @@ def run(seconds: float | None) -> dict:
         server.stop()
     try:
         rate = float(os.environ.get("BENCH_SOAK_RATE", H.SOAK_TARGET_RATE))
-        cases.append(H.report(H.soak_case(soak_s, rate=rate)))
+        target = H.report(H.soak_case(soak_s, rate=rate))
+        cases.append(target)
+        if not target.details["lag_flat"]:
+            # the target rate is not sustained on this machine: soak again at 80 % of what the agents did sustain
+            rate2 = max(100.0, round(0.8 * target.details["sustained_tx_per_s"], -1))
+            cases.append(H.report(H.soak_case(soak_s, rate=rate2)))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return {"cases": [c.row() for c in cases], "all_clean": all(c.ok for c in cases)}
