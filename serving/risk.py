@@ -176,7 +176,8 @@ class RiskService:
                 await self._reader
         for c in (self._consumer, self._producer):
             if c is not None:
-                with contextlib.suppress(Exception):
+                # aiokafka's stop() may leak its internal tasks' CancelledError when the broker is gone
+                with contextlib.suppress(Exception, asyncio.CancelledError):
                     await asyncio.wait_for(c.stop(), timeout=5)
         self._reader = self._consumer = self._producer = None
 

@@ -1,0 +1,82 @@
+"""Integration: the synchronous decision endpoint over the real broker and a real risk worker.
+
+The broker is started by the test on 127.0.0.1:19264 and the test FAILS if it cannot start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fuelcard.events import Authorisation
+from serving.risk import RiskService, RiskServiceConfig, create_app
+from streams import topics as T
+from streams.cluster import StreamCluster
+from streams.loadgen import DecisionCollector, auth_records, make_producer, produce_at_rate, warm_up
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 3, 1, 2, tzinfo=UTC)
+
+
+def _auth(tx: str, minutes: float, lat: float = 30.0, lon: float = 120.0) -> Authorisation:
+    return Authorisation(tx_id=tx, ts=T0 + timedelta(minutes=minutes), card_id="CARD-API", station_id="S1",
+                         product="95", amount_fen=25_000, lat=lat, lon=lon)
+
+
+def test_endpoint_uses_the_streams_card_state_and_degrades_when_the_broker_dies(tmp_path: Path):
+    cl = StreamCluster(tmp_path, port=19264, workers=1, agents="risk", take_within_s=0.001)
+    try:
+        cl.start_broker()
+        cl.start_workers()
+
+        async def scenario() -> None:
+            col = DecisionCollector(cl.bootstrap, cl.topic(T.DECISIONS.suffix))
+            await col.start()
+            try:
+                await warm_up(cl.bootstrap, cl.topic(T.AUTHORISATIONS.suffix), col, probes=16, timeout=150)
+                # S1 decided by the stream (not through the API) ...
+                p = await make_producer(cl.bootstrap)
+                await produce_at_rate(p, auth_records(cl.topic(T.AUTHORISATIONS.suffix), [_auth("S1", 0)]),
+                                      rate=None)
+                await p.stop()
+                assert await col.wait_for(["S1"], 30)
+            finally:
+                await col.stop()
+            svc = RiskService(RiskServiceConfig(bootstrap=cl.bootstrap, prefix=str(cl.prefix), budget_ms=5000))
+            app = create_app(service=svc)
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://risk") as client:
+                    # ... then S2, 5 minutes later and 1,000 km away, through the API: the stream's card state
+                    # (holding S1) makes it impossible travel.
+                    far = _auth("S2", 5, lat=39.9, lon=116.4)
+                    r = await client.post("/v1/risk/decide", content=far.model_dump_json(),
+                                          headers={"content-type": "application/json"})
+                    assert r.status_code == 200 and r.headers["x-decision-source"] == "stream"
+                    d = r.json()
+                    assert d["tx_id"] == "S2" and "IMPOSSIBLE_TRAVEL" in d["reasons"], d
+                    assert d["outcome"] in ("review", "decline")
+                    again = await client.post("/v1/risk/decide", content=far.model_dump_json(),
+                                              headers={"content-type": "application/json"})
+                    assert again.json() == d  # a retried request: the decision already made
+                    # the stream side dies: answers keep coming, rules-only, within the budget
+                    cl.stop_workers()
+                    assert cl.broker is not None
+                    cl.broker.stop()
+                    svc.config = RiskServiceConfig(bootstrap=cl.bootstrap, prefix=str(cl.prefix), budget_ms=50)
+                    t0 = time.perf_counter()
+                    r = await client.post("/v1/risk/decide", content=_auth("S3", 10).model_dump_json(),
+                                          headers={"content-type": "application/json"})
+                    assert r.status_code == 200 and r.headers["x-decision-source"] == "fallback"
+                    assert r.json()["degraded"] is True
+                    assert time.perf_counter() - t0 < 2.0
+
+        asyncio.run(scenario())
+    finally:
+        cl.stop()
