@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from infra import warehouse_cluster as wc
@@ -74,26 +76,38 @@ def test_materialized_views_read_and_write_local_tables(cluster: list[str]) -> N
         assert sources and all(s.endswith("_local") for s in sources), mv[:200]
 
 
-def test_cluster_ddl_runs_on_chdb_with_local_stand_ins(tmp_path: Path, cluster: list[str]) -> None:
-    from warehouse import connect
+_RUN_ON_CHDB = r"""
+import json, sys
+from warehouse import connect
+statements = json.load(open(sys.argv[1]))
+with connect("chdb://" + sys.argv[2], follow_owner=False) as wh:
+    for stmt in statements:
+        wh.execute(stmt)
+    names = sorted(wh.query_df("SELECT name FROM system.tables WHERE database = currentDatabase()")["name"])
+    products = int(wh.query_value("SELECT count() FROM dim_product"))
+    wh.execute(
+        "INSERT INTO fact_transactions_local (tx_id, version, status, ts, card_id, member_id, station_id, "
+        "region, product, litres, amount_fen, is_fraud) "
+        "SELECT concat('t', toString(number)), 2, 'captured', toDateTime('2026-01-05 08:00:00', 'UTC') "
+        "+ number * 60, concat('c', toString(number % 3)), 'm1', 'S0001', 'east', '95', 30.0, 25000, 0 "
+        "FROM numbers(10)"
+    )
+    n, s = wh.query_df("SELECT count() AS n, sum(amount_fen) AS s FROM fact_transactions").iloc[0]
+    daily = len(wh.query_df("SELECT * FROM rollup_sales_daily"))
+print(json.dumps({"names": names, "products": products, "n": int(n), "s": int(s), "daily": daily}))
+"""
 
+
+def test_cluster_ddl_runs_on_chdb_with_local_stand_ins(tmp_path: Path, cluster: list[str]) -> None:
+    # In a child process: chdb allows one data directory per process, and other tests may hold theirs.
     runnable = wc.executable_variant(cluster)
     assert not any("ON CLUSTER" in s or "Replicated" in s or "Distributed(" in s for s in runnable)
-    with connect(f"chdb://{tmp_path / 'wh'}", follow_owner=False) as wh:
-        for stmt in runnable:
-            wh.execute(stmt)
-        names = set(wh.query_df("SELECT name FROM system.tables WHERE database = currentDatabase()")["name"])
-        assert {"fact_transactions", "fact_transactions_local", "rollup_sales_daily_local", "dim_card"} <= names
-        assert wh.query_value("SELECT count() FROM dim_product") == 6  # the seed ran against the dimension
-        wh.execute(
-            "INSERT INTO fact_transactions_local (tx_id, version, status, ts, card_id, member_id, station_id, "
-            "region, product, litres, amount_fen, is_fraud) "
-            "SELECT concat('t', toString(number)), 2, 'captured', toDateTime('2026-01-05 08:00:00', 'UTC') "
-            "+ number * 60, concat('c', toString(number % 3)), 'm1', 'S0001', 'east', '95', 30.0, 25000, 0 "
-            "FROM numbers(10)"
-        )
-        through_distributed = wh.query_df("SELECT count() AS n, sum(amount_fen) AS s FROM fact_transactions")
-        assert int(through_distributed["n"][0]) == 10 and int(through_distributed["s"][0]) == 250000
-        daily = wh.query_df("SELECT * FROM rollup_sales_daily")
-        assert not daily.empty, "the MV on the local fact must feed the local rollup"
-        assert isinstance(daily, pd.DataFrame)
+    (tmp_path / "ddl.json").write_text(json.dumps(runnable))
+    proc = subprocess.run([sys.executable, "-c", _RUN_ON_CHDB, str(tmp_path / "ddl.json"), str(tmp_path / "wh")],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"fact_transactions", "fact_transactions_local", "rollup_sales_daily_local", "dim_card"} <= set(out["names"])
+    assert out["products"] == 6  # the seed ran against the replicated dimension
+    assert (out["n"], out["s"]) == (10, 250000)  # inserted into the local table, read through the "distributed" one
+    assert out["daily"] > 0, "the MV on the local fact must feed the local rollup"
