@@ -111,6 +111,9 @@ def run(seconds: float | None) -> dict:
 
 
 def _engine_name() -> str:
+    from fuelcard.settings import load_settings
     from streams.engine import load_engine
 
-    return type(load_engine()).__name__
+    s = load_settings()
+    e = load_engine(artifacts_dir=getattr(s, "registry_dir", s.artifacts_dir))  # what the workers load
+    return f"{type(e).__name__}:{e.model_version}"
