@@ -94,7 +94,10 @@ class StreamCluster:
             prof = os.environ.get("FUELCARD_WORKER_PROFILE")  # a directory: profile workers with cProfile
             pre = ["-m", "cProfile", "-o", f"{prof}/worker-{i}.prof"] if prof else []
             cmd = [sys.executable, *pre, "-m", "streams.worker", "--broker", self.url, "--prefix", str(self.prefix),
-                   "--app-id", f"{app_id}-w{k}" if sharded else app_id, "--agents", agents, "--sink", sink,
+                   "--app-id", f"{app_id}-w{k}" if sharded else app_id,
+                   # with static shards every worker is its own group: only worker 0 may run the non-risk
+                   # agents, or each worker would apply every payment (duplicate ledger lines)
+                   "--agents", "risk" if sharded and k > 0 else agents, "--sink", sink,
                    "--take-max", str(self.take_max), "--take-within", str(self.take_within_s),
                    "--loglevel", self.loglevel]
             if self.directory:
