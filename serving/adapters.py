@@ -140,6 +140,38 @@ class WarehouseAnalytics:
             "WHERE has(splitByChar(',', {ids:String}), member_id)", {"ids": ",".join(ids)})
         return {str(r["member_id"]): r for r in rows}
 
+    MASKED_TTL_S = 600.0
+
+    def masked_contacts(self, member_ids: Sequence[str]) -> dict[str, Row]:
+        """Display masks (``phone``, ``id_number``) the warehouse stores next to the ciphertext, from an
+        in-memory copy refreshed every 10 minutes in the background: masked display never decrypts and never
+        puts a warehouse query on the request path."""
+        import time
+
+        cache = getattr(self, "_masked", None)
+        now = time.monotonic()
+        if cache is None:
+            self._masked = cache = (now, self._load_masked())
+        elif now - cache[0] > self.MASKED_TTL_S and not getattr(self, "_refreshing", False):
+            self._refreshing = True
+
+            def refresh() -> None:
+                try:
+                    self._masked = (time.monotonic(), self._load_masked())
+                except Exception:  # noqa: BLE001,S110 - keep the previous copy; retried on the next request
+                    pass
+                finally:
+                    self._refreshing = False
+
+            threading.Thread(target=refresh, name="masked-contacts", daemon=True).start()
+        table = cache[1]
+        return {m: table[m] for m in member_ids if m in table}
+
+    def _load_masked(self) -> dict[str, Row]:
+        rows = self.sql.query("SELECT member_id, phone_masked, id_number_masked FROM dim_member FINAL")
+        return {str(r["member_id"]): {"phone": r["phone_masked"] or None, "id_number": r["id_number_masked"] or None}
+                for r in rows}
+
     def window(self, days: int) -> tuple[date, date]:
         import time
 

@@ -107,23 +107,29 @@ class ChurnTableView:
             agg["spend_90_total"] = df.groupby("segment")["spend_90"].sum()
         self._segments = _records(agg.reset_index().sort_values(
             ["action_level" if "action_level" in agg else "mean_probability", "segment"], ascending=[False, True]))
+        # Requests slice precomputed rows: no pandas on the request path.
+        self._rows = _records(df[cols])
+        self._seg_rows: dict[str, list[Row]] = {}
+        for row in self._rows:
+            self._seg_rows.setdefault(str(row["segment"]), []).append(row)
+        drivers = [c for c in self.DRIVERS if c in df.columns]
+        self._scores = {}
+        for rec in _records(df[["member_id", "churn_probability", "segment", "action", *drivers]]):
+            self._scores[rec["member_id"]] = {
+                "member_id": rec["member_id"], "churn_probability": float(rec["churn_probability"]),
+                "horizon_days": horizon_days, "segment": rec["segment"], "action": rec["action"],
+                "drivers": {c: (None if rec[c] is None else float(rec[c])) for c in drivers}}
 
     def score(self, member_id: str) -> Row | None:
-        i = self._index.get(member_id)
-        if i is None:
-            return None
-        r = self.df.iloc[i]
-        drivers = {c: (None if pd.isna(r[c]) else float(r[c])) for c in self.DRIVERS if c in self.df.columns}
-        return {"member_id": member_id, "churn_probability": float(r["churn_probability"]),
-                "horizon_days": self.horizon_days, "segment": r.get("segment"), "action": r.get("action"),
-                "drivers": drivers}
+        row = self._scores.get(member_id)
+        return dict(row) if row is not None else None
 
     def segments(self) -> list[Row]:
         return self._segments
 
     def members(self, *, segment: str | None, offset: int, limit: int) -> tuple[list[Row], int]:
-        df = self._by_segment.get(segment, self.df.iloc[0:0]) if segment else self.df
-        return _page(df[self.export_cols], offset, limit)
+        rows = self._seg_rows.get(segment, []) if segment else self._rows
+        return [dict(r) for r in rows[offset:offset + limit]], len(rows)
 
     def frame(self, *, segment: str | None) -> pd.DataFrame:
         df = self._by_segment.get(segment, self.df.iloc[0:0]) if segment else self.df
@@ -181,10 +187,15 @@ class PricingTableView:
                 df[c] = df[c].astype(str)
         sort = [c for c in ("station_id", "product") if c in df]
         self.df = df.sort_values(sort).reset_index(drop=True) if sort else df
+        self._rows = _records(self.df)
 
     def recommendations(self, *, station_id: str | None, region: str | None, product: str | None, offset: int,
                         limit: int) -> tuple[list[Row], int]:
-        return _page(_filter(self.df, station_id=station_id, region=region, product=product), offset, limit)
+        rows = [r for r in self._rows
+                if (station_id is None or str(r.get("station_id")) == station_id)
+                and (region is None or str(r.get("region")) == region)
+                and (product is None or str(r.get("product")) == product)]
+        return rows[offset:offset + limit], len(rows)
 
 
 def load_pricing(sql: Any) -> Callable[[Path, ModelMeta], PricingTableView]:
@@ -220,6 +231,10 @@ class DemandTableView:
         self.alerts_df = alerts.reset_index(drop=True) if alerts is not None else pd.DataFrame()
         self.backtest_df = backtest
         self.has_alerts = not self.alerts_df.empty
+        cols = [c for c in ("product", "date", "forecast", "lower", "upper") if c in self.forecast_df]
+        self._fc_rows = {s: _records(g[cols]) for s, g in self._by_station.items()}
+        self._repl_rows = _records(self.repl) if not self.repl.empty else []
+        self._alert_rows = _records(self.alerts_df) if not self.alerts_df.empty else []
 
     def default_station(self) -> str | None:
         return next(iter(self._by_station), None)
@@ -233,23 +248,24 @@ class DemandTableView:
         return _records(b[[c for c in ("date", "forecast", "lower", "upper") if c in b]])
 
     def forecast(self, *, station_id: str, product: str | None, days: int) -> list[Row]:
-        g = self._by_station.get(station_id)
-        if g is None:
-            return []
-        if product is not None and "product" in g:
-            g = g[g["product"] == product]
-        if "product" in g:
-            g = g.groupby("product", sort=False).head(days)
-        else:
-            g = g.head(days)
-        cols = [c for c in ("product", "date", "forecast", "lower", "upper") if c in g]
-        return _records(g[cols])
+        out: list[Row] = []
+        taken: dict[Any, int] = {}
+        for r in self._fc_rows.get(station_id, []):
+            p = r.get("product")
+            if product is not None and str(p) != product:
+                continue
+            if taken.get(p, 0) < days:
+                taken[p] = taken.get(p, 0) + 1
+                out.append(r)
+        return out
 
     def replenishment(self, *, station_id: str | None, offset: int, limit: int) -> tuple[list[Row], int]:
-        return _page(_filter(self.repl, station_id=station_id), offset, limit)
+        rows = [r for r in self._repl_rows if station_id is None or str(r.get("station_id")) == station_id]
+        return rows[offset:offset + limit], len(rows)
 
     def alerts(self, *, station_id: str | None, offset: int, limit: int) -> tuple[list[Row], int]:
-        return _page(_filter(self.alerts_df, station_id=station_id), offset, limit)
+        rows = [r for r in self._alert_rows if station_id is None or str(r.get("station_id")) == station_id]
+        return rows[offset:offset + limit], len(rows)
 
 
 def load_demand(sql: Any) -> Callable[[Path, ModelMeta], DemandTableView]:
@@ -277,8 +293,10 @@ class SitesTableView:
         if stations is not None and "station_id" in stations:
             self.stations = {str(r["station_id"]): r for r in _records(stations)}
 
+        self._cand_rows = _records(self.cands.head(100))
+
     def recommendations(self, *, k: int) -> list[Row]:
-        return _records(self.cands.head(k))
+        return self._cand_rows[:k]
 
     def station(self, station_id: str) -> Row | None:
         return self.stations.get(station_id)

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -53,6 +53,9 @@ class RiskServiceConfig:
     reconnect_every_s: float = 2.0
     recent_decisions: int = 200_000
     artifacts_dir: str | None = None
+    # Direct path: ports of the risk workers' direct-decision servers, index = static shard (worker k owns
+    # the authorisation partitions p with p % len(direct_ports) == k). Empty = Kafka round trip only.
+    direct_ports: tuple[int, ...] = ()
 
     @property
     def authorisations_topic(self) -> str:
@@ -61,6 +64,51 @@ class RiskServiceConfig:
     @property
     def decisions_topic(self) -> str:
         return f"{self.prefix}.decisions"
+
+
+class _DirectConn:
+    """One pipelined JSON-lines connection to a risk worker's direct-decision server."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.writer: asyncio.StreamWriter | None = None
+        self.waiters: deque[asyncio.Future[bytes | None]] = deque()
+        self._reader_task: asyncio.Task[None] | None = None
+
+    async def ensure(self) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            return
+        reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.waiters = deque()
+        self._reader_task = asyncio.get_running_loop().create_task(self._read(reader, self.waiters))
+
+    async def _read(self, reader: asyncio.StreamReader, waiters: deque[asyncio.Future[bytes | None]]) -> None:
+        try:
+            while line := await reader.readline():
+                w = waiters.popleft()
+                if not w.done():
+                    w.set_result(line)
+        except Exception:  # noqa: BLE001, S110 - the connection is gone; pending requests fall back below
+            pass
+        finally:
+            self.writer = None
+            while waiters:
+                w = waiters.popleft()
+                if not w.done():
+                    w.set_result(None)
+
+    def ask(self, line: bytes) -> asyncio.Future[bytes | None]:
+        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        assert self.writer is not None
+        self.waiters.append(fut)
+        self.writer.write(line + b"\n")
+        return fut
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
 
 
 class RiskService:
@@ -73,6 +121,9 @@ class RiskService:
         self.engine = engine or load_engine(artifacts_dir=config.artifacts_dir)
         self._pending: dict[str, list[asyncio.Future[bytes | None]]] = {}
         self._sent_once = False
+        self._direct = [_DirectConn(p) for p in config.direct_ports]
+        self._partitioner: Any = None
+        self._parts: list[int] = []
         self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._producer: Any = None
         self._consumer: Any = None
@@ -80,7 +131,7 @@ class RiskService:
         self._connecting: asyncio.Task[None] | None = None
         self._next_try = 0.0
         self.last_error = ""
-        self.counts = {"stream": 0, "degraded": 0, "cached": 0, "timeout": 0, "unavailable": 0}
+        self.counts = {"direct": 0, "stream": 0, "degraded": 0, "cached": 0, "timeout": 0, "unavailable": 0}
 
     # ------------------------------------------------------------ connection management
     @property
@@ -183,6 +234,8 @@ class RiskService:
 
     async def close(self) -> None:
         """Disconnect."""
+        for conn in self._direct:
+            conn.close()
         if self._connecting is not None:
             self._connecting.cancel()
             with contextlib.suppress(BaseException):
@@ -206,6 +259,10 @@ class RiskService:
         if cached is not None:
             self.counts["cached"] += 1
             return cached
+        if self._direct:
+            raw = await self._decide_direct(auth, t0)
+            if raw is not None:
+                return raw
         if not self.connected:
             self._ensure_connecting()
             self.counts["unavailable"] += 1
@@ -242,6 +299,40 @@ class RiskService:
             return self._degraded(auth, "stream_timeout", t0)
         self.counts["stream"] += 1
         return raw
+
+    async def _decide_direct(self, auth: Authorisation, t0: float) -> bytes | None:
+        """Ask the worker that owns the card's partition; None = use the Kafka path with what is left."""
+        if self._partitioner is None:
+            from aiokafka.partitioner import DefaultPartitioner
+
+            from streams.topics import AUTHORISATIONS
+
+            self._partitioner = DefaultPartitioner()
+            self._parts = list(range(AUTHORISATIONS.partitions))
+        part = self._partitioner(auth.card_id.encode(), self._parts, self._parts)
+        conn = self._direct[part % len(self._direct)]
+        budget = self.config.budget_ms / 1000
+        try:
+            if conn.writer is None or conn.writer.is_closing():
+                await asyncio.wait_for(conn.ensure(), timeout=max(0.001, budget - (time.perf_counter() - t0)))
+            fut = conn.ask(auth.model_dump_json().encode())
+        except Exception:  # noqa: BLE001 - worker unreachable: try the Kafka path
+            return None
+        deadline = asyncio.get_running_loop().call_later(
+            max(0.0, budget - (time.perf_counter() - t0)), _expire, fut)
+        try:
+            raw = await fut
+        finally:
+            deadline.cancel()
+        if raw is None:
+            if time.perf_counter() - t0 >= budget:
+                self.counts["timeout"] += 1
+                return self._degraded(auth, "stream_timeout", t0)
+            return None  # connection lost: the Kafka path may still make it
+        if raw.startswith(b'{"error"'):
+            return None
+        self.counts["direct"] += 1
+        return raw.rstrip(b"\n")
 
     async def decide(self, auth: Authorisation) -> Decision:
         """The decision as a model."""
@@ -342,12 +433,14 @@ def serve_main(argv: list[str] | None = None) -> None:
     p.add_argument("--bootstrap", default=None)
     p.add_argument("--prefix", default="fuelcard")
     p.add_argument("--budget-ms", type=float, default=None)
+    p.add_argument("--direct-ports", default="", help="comma-separated ports of the workers' direct servers")
     args = p.parse_args(argv)
     settings = load_settings()
     cfg = config_from_settings(settings, prefix=args.prefix)
-    if args.bootstrap or args.budget_ms:
-        cfg = RiskServiceConfig(bootstrap=args.bootstrap or cfg.bootstrap, prefix=cfg.prefix,
-                                budget_ms=args.budget_ms or cfg.budget_ms, artifacts_dir=cfg.artifacts_dir)
+    direct = tuple(int(x) for x in args.direct_ports.split(",") if x.strip())
+    cfg = RiskServiceConfig(bootstrap=args.bootstrap or cfg.bootstrap, prefix=cfg.prefix,
+                            budget_ms=args.budget_ms or cfg.budget_ms, artifacts_dir=cfg.artifacts_dir,
+                            direct_ports=direct)
     app = create_app(service=RiskService(cfg))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, loop="uvloop",
                 http="httptools")

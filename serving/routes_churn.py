@@ -33,6 +33,8 @@ def _view(services: Services) -> tuple[ChurnView, str]:
 def _contacts(services: Services, member_ids: list[str], unmasked: bool) -> dict[str, dict]:
     if services.analytics is None or not member_ids:
         return {}
+    if not unmasked and hasattr(services.analytics, "masked_contacts"):
+        return services.analytics.masked_contacts(member_ids)
     raw = services.analytics.member_contact(member_ids)
     key = services.settings.sm4_key.get_secret_value()
     return {m: reveal_contact(c, unmasked=unmasked, sm4_key_hex=key) for m, c in raw.items()}

@@ -41,11 +41,16 @@ def get_case(tx_id: TxId, request: Request, services: ServicesDep, principal: Re
     case = clean(services.need_reviews().get_case(tx_id))
     member_id = case.get("member_id")
     if member_id and services.analytics is not None:
-        raw = services.analytics.member_contact([str(member_id)]).get(str(member_id))
-        if raw:
-            case["contact"] = {**reveal_contact(raw, unmasked=unmasked,
-                                                sm4_key_hex=services.settings.sm4_key.get_secret_value()),
-                               "masked": not unmasked}
+        if not unmasked and hasattr(services.analytics, "masked_contacts"):
+            masked = services.analytics.masked_contacts([str(member_id)]).get(str(member_id))
+            if masked:
+                case["contact"] = {**masked, "masked": True}
+        else:
+            raw = services.analytics.member_contact([str(member_id)]).get(str(member_id))
+            if raw:
+                case["contact"] = {**reveal_contact(raw, unmasked=unmasked,
+                                                    sm4_key_hex=services.settings.sm4_key.get_secret_value()),
+                                   "masked": not unmasked}
     audit_read(request, services, principal, action="review.case", subjects=[tx_id] + ([str(member_id)] if member_id
                else []), fields=["decision", "phone", "id_number"], unmasked=unmasked, purpose=purpose)
     return case
