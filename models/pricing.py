@@ -725,8 +725,7 @@ class TrueResponse:
     def from_truth(cls, truth: dict[str, Any], *, stations: pd.DataFrame | None = None,
                    competitors: pd.DataFrame | None = None) -> TrueResponse:
         """Read the ``price_response`` section of truth.json (per-station ``gap_coef``, ``own_elasticity``,
-        ``guide_price_fen`` per product and day, ``wholesale_cost_share_of_guide``); the card thinning cap is
-        read from the ``demand.card_fills`` description."""
+        ``guide_price_fen`` per product and day, ``wholesale_cost_share_of_guide``, ``card_thin_cap``)."""
         import re
 
         pr = truth.get("price_response") or {}
@@ -738,9 +737,11 @@ class TrueResponse:
             n = pd.to_numeric(stations["competitors_3km"], errors="coerce").fillna(0).to_numpy(float)
             g = np.where(n == 0, 0.0, -np.minimum(base + per * n, mx))
             coefs = dict(zip(stations["station_id"].astype(str), g.tolist(), strict=True))
-        text = str((truth.get("demand") or {}).get("card_fills", ""))
-        m = re.search(r"exp\(price_response\s*-\s*([0-9.]+)\)", text)
-        cap = float(m.group(1)) if m else pr.get("card_thin_cap")
+        cap = pr.get("card_thin_cap")
+        if cap is None:  # older truth files state it only in the card-fill description
+            text = str((truth.get("demand") or {}).get("card_fills", ""))
+            m = re.search(r"exp\(price_response\s*-\s*([0-9.]+)\)", text)
+            cap = float(m.group(1)) if m else None
         guide: dict[str, dict[str, float]] = {}
         start = (truth.get("config") or {}).get("start")
         if start and isinstance(pr.get("guide_price_fen"), dict):
