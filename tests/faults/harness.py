@@ -1340,3 +1340,26 @@ def case_security(root: Path, server: Any, *, repo: Path, log_roots: Iterable[Pa
                       details={"raw_pii_in_storage": stored_raw, "sm4_readable_with_wrong_key": readable_without_key,
                                "logs_scanned": len(logs), "pii_in_logs": leaked_logs,
                                "repository_secret_findings": len(secrets), "audit_rows": int(audited)})
+
+
+# ----------------------------------------------------------------------------------------------- table
+def markdown_table(result: dict[str, Any]) -> str:
+    """The docs/FAULTS.md table of one ``{"bench": "faults", ...}`` result."""
+    out = ["| case | events in | effects out | lost | duplicated | verdict |", "|---|---:|---:|---:|---:|---|"]
+    for c in result["cases"]:
+        verdict = "pass" if not c["lost"] and not c["duplicated"] and not c.get("problems") else \
+            "FAIL: " + "; ".join(c.get("problems") or ["lost/duplicated > 0"])
+        out.append(f"| {c['name']} | {c['events_in']:,} | {c['effects_out']:,} | {c['lost']:,} | "
+                   f"{c['duplicated']:,} | {verdict[:300]} |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":  # python -m tests.faults.harness: table of the last `make faults` result
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "latest.jsonl"
+    lines = [json.loads(x) for x in (Path(sys.argv[1]) if len(sys.argv) > 1 else path).read_text().splitlines()
+             if x.startswith('{"bench": "faults"')]
+    if not lines:
+        raise SystemExit("no faults result yet: run `make faults`")
+    print(markdown_table(lines[-1]))  # noqa: T201
