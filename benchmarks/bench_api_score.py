@@ -7,7 +7,8 @@ omission). ``degraded`` counts answers where the API fell back to its rules-only
 had not arrived within the time budget (reason ``DEGRADED_STREAM_TIMEOUT``/``..._UNAVAILABLE``).
 
 Environment: ``BENCH_SECONDS`` (default 60), ``BENCH_API_RPS`` (default 500), ``BENCH_API_PORT`` (default
-18010), ``BENCH_API_BROKER_PORT`` (default 19285), ``BENCH_API_WORKERS`` (default 1).
+18010), ``BENCH_API_BROKER_PORT`` (default 19285), ``BENCH_API_WORKERS`` (default 1), ``BENCH_API_PATH`` (``direct``
+— the API asks the worker owning the card, default — or ``kafka`` — produce and wait for the decisions topic).
 """
 
 from __future__ import annotations
@@ -121,9 +122,14 @@ def run(seconds: float | None) -> dict:
     port = int(os.environ.get("BENCH_API_PORT", "18010"))
     broker_port = int(os.environ.get("BENCH_API_BROKER_PORT", "19285"))
     workers = int(os.environ.get("BENCH_API_WORKERS", "1"))
+    # "direct": the API asks the owning worker over a socket (decision before the Kafka round trip);
+    # "kafka": produce → agent → decisions topic → API.
+    path = os.environ.get("BENCH_API_PATH", "direct")
+    direct_base = 18060
     host = "127.0.0.1"
     root = Path(tempfile.mkdtemp(prefix="bench-api-"))
-    cl = StreamCluster(root, port=broker_port, workers=workers, agents="risk", take_within_s=0.001)
+    cl = StreamCluster(root, port=broker_port, workers=workers, agents="risk", take_within_s=0.001,
+                       direct_port_base=direct_base if path == "direct" else None)
     api: subprocess.Popen[bytes] | None = None
     try:
         cl.start_broker()
@@ -132,7 +138,9 @@ def run(seconds: float | None) -> dict:
             prof = os.environ.get("FUELCARD_API_PROFILE")  # a file: profile the API process with cProfile
             pre = ["-m", "cProfile", "-o", prof] if prof else []
             api = subprocess.Popen([sys.executable, *pre, "-m", "serving.risk", "--port", str(port),  # noqa: S603
-                                    "--bootstrap", cl.bootstrap, "--prefix", str(cl.prefix)],
+                                    "--bootstrap", cl.bootstrap, "--prefix", str(cl.prefix),
+                                    "--direct-ports", ",".join(str(direct_base + k) for k in range(workers))
+                                    if path == "direct" else ""],
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         _wait_connected(host, port, 60)
         asyncio.run(_warm(host, port, 120))
@@ -157,7 +165,8 @@ def run(seconds: float | None) -> dict:
                 os.kill(api.pid, signal.SIGKILL)
         cl.stop()
         shutil.rmtree(root, ignore_errors=True)
-    return {**figures, "rps_target": rps, "seconds": seconds, "budget_ms": _budget()}
+    return {**figures, "rps_target": rps, "seconds": seconds, "budget_ms": _budget(), "path": path,
+            "workers": workers}
 
 
 def _budget() -> float:

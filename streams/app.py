@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -69,6 +70,11 @@ class StreamConfig:
     # p % count == index. Used instead of a shared consumer group on brokers whose group rebalancing does not
     # work with several members (noida-db 0.2.3); every worker is then its own group and app id.
     shard: tuple[int, int] | None = None
+    # Direct decisions for the synchronous API (see serving/risk.py): this worker answers authorisations of the
+    # partitions it owns on 127.0.0.1:direct_port (one JSON line in, one JSON line out), deciding them in its
+    # own event loop with its own table state and publishing the authorisation, decision and changelog before
+    # it answers. None = only the Kafka path.
+    direct_port: int | None = None
 
 
 def dead_letter_payload(*, reason: str, raw: bytes | None, topic: str, partition: int | None,
@@ -250,14 +256,14 @@ def create_app(cfg: StreamConfig) -> StreamApp:
     # is the only writer, so the state is decoded once per card (after recovery) instead of once per event.
     decoded: dict[bytes, tuple[bytes, CardRecord]] = {}
 
-    def decide_auth(event: Any, auth: Authorisation, out: Outbox, bodies: list[bytes] | None) -> None:
+    def decide_auth(event: Any, auth: Authorisation, out: Outbox, bodies: list[bytes] | None) -> bytes | None:
         key = auth.card_id.encode()
         raw = card_state.data.get(key)
         hit = decoded.get(key)
         rec = hit[1] if hit is not None and hit[0] is raw else load_record(raw, engine)
         if rec is not None and rec.seen(auth.tx_id):
             stats["duplicates"] += 1  # redelivery: the effect already happened
-            return
+            return None
         decoded.pop(key, None)  # the engine may mutate the state in place; re-cached below on success
         state, decision = engine.decide(rec.state if rec else None, auth)
         new = (rec or CardRecord(None)).advance(state, auth.tx_id)
@@ -274,6 +280,7 @@ def create_app(cfg: StreamConfig) -> StreamApp:
         stats["decided"] += 1
         for cb in sa.on_decision:
             cb(decision)
+        return body
 
     def decide_event(event: Any, out: Outbox) -> None:
         """One record: a single authorisation (JSON object) or an envelope (JSON array) of authorisations that
@@ -321,6 +328,9 @@ def create_app(cfg: StreamConfig) -> StreamApp:
                 yield len(batch)
 
         sa.agents["risk"] = risk
+
+        if cfg.direct_port:
+            _direct_server(app, sa, cfg, decide_auth)
 
     if "points" in cfg.agents:
         requests_topic, ledger = tps[T.POINTS_REQUESTS.suffix], T.POINTS_LEDGER.name(cfg.prefix)
@@ -405,6 +415,82 @@ def create_app(cfg: StreamConfig) -> StreamApp:
         sa.agents["sink"] = sink
 
     return sa
+
+
+class _DirectEvent:
+    """Stands in for a Faust event on the direct path: only the partition is needed (for the changelog)."""
+
+    class _Msg:
+        __slots__ = ("partition",)
+
+        def __init__(self, partition: int) -> None:
+            self.partition = partition
+
+    def __init__(self, partition: int) -> None:
+        self.message = self._Msg(partition)
+
+
+def _direct_server(app: Any, sa: StreamApp, cfg: StreamConfig,
+                   decide_auth: Callable[[Any, Authorisation, Outbox, list[bytes] | None], bytes | None]) -> None:
+    """Serve direct decisions (JSON lines over TCP on 127.0.0.1) from inside the worker."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partitioner = DefaultPartitioner()
+    parts = list(range(T.AUTHORISATIONS.partitions))
+    auth_topic = T.AUTHORISATIONS.name(cfg.prefix)
+
+    def ready() -> bool:
+        return bool(app.tables.recovery.completed.is_set()) and not app.rebalancing
+
+    async def one(line: bytes) -> bytes:
+        try:
+            auth = Authorisation.model_validate_json(line)
+        except ValidationError as exc:
+            return orjson.dumps({"error": _reason(exc)})
+        part = partitioner(auth.card_id.encode(), parts, parts)
+        if cfg.shard is not None and part % cfg.shard[1] != cfg.shard[0]:
+            return b'{"error": "not the owner of this card"}'
+        if not ready():
+            return b'{"error": "not ready"}'
+        out: Outbox = []
+        try:
+            body = decide_auth(_DirectEvent(part), auth, out, None)
+        except Exception as exc:  # noqa: BLE001
+            return orjson.dumps({"error": _reason(exc)})
+        if body is None:
+            return b'{"error": "already decided"}'
+        # The authorisation itself joins its partition too (warehouse sink, audit, replay); when the risk agent
+        # reads it, the card's record already holds the tx id, so it has no second effect.
+        out.append((auth_topic, auth.card_id.encode(), line.strip(), part))
+        await sa.publish(out)  # durable before we answer
+        return body
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Requests on one connection are decided in arrival order (the decision itself is synchronous) and
+        # answered in that order, while their publishes overlap.
+        replies: asyncio.Queue[asyncio.Future[bytes] | None] = asyncio.Queue()
+
+        async def replier() -> None:
+            while (fut := await replies.get()) is not None:
+                writer.write(await fut + b"\n")
+
+        rt = asyncio.ensure_future(replier())
+        try:
+            while line := await reader.readline():
+                replies.put_nowait(asyncio.ensure_future(one(line)))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            replies.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await rt
+            writer.close()
+
+    @app.task
+    async def direct_decisions() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", cfg.direct_port)
+        async with server:
+            await server.serve_forever()
 
 
 # Re-exported for wiring convenience.

@@ -38,6 +38,7 @@ class StreamCluster:
     # Several risk workers: static partition ownership, one app id (group) per worker — noida-db 0.2.3 never
     # completes a rebalance of a group with more than one member (see docs/STREAMING.md).
     static_shards: bool = True
+    direct_port_base: int | None = None  # risk worker k serves direct decisions on base + k
     artifacts: Path | None = None  # model registry root for the risk engine (default: the settings' one)
     broker: EmbeddedBroker | None = field(default=None, init=False)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list, init=False)
@@ -106,6 +107,8 @@ class StreamCluster:
                 cmd += ["--shard", f"{k}/{n}"]
             if self.artifacts:
                 cmd += ["--artifacts", str(self.artifacts)]
+            if self.direct_port_base and "risk" in agents.split(","):
+                cmd += ["--direct-port", str(self.direct_port_base + k)]
             with open(logs / f"worker-{i}.log", "ab") as fh:
                 self.procs.append(subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,  # noqa: S603
                                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True))

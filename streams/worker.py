@@ -55,6 +55,7 @@ def build_config(args: argparse.Namespace) -> StreamConfig:
         broker_credentials=credentials_from_settings(settings),
         trace=os.environ.get("FUELCARD_STREAM_TRACE") == "1",  # entry point: may read the environment
         shard=_shard(args.shard),
+        direct_port=args.direct_port,
     )
 
 
@@ -82,6 +83,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--take-within", type=float, default=0.004)
     p.add_argument("--loglevel", default="WARNING")
     p.add_argument("--loop", choices=("uvloop", "aio"), default="uvloop")
+    p.add_argument("--direct-port", type=int, default=None,
+                   help="serve direct decisions for the risk API on 127.0.0.1:PORT")
     p.add_argument("--shard", default=None, help="i/N: static ownership of authorisation partitions p%%N == i")
     return p
 

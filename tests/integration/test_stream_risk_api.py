@@ -29,8 +29,11 @@ def _auth(tx: str, minutes: float, lat: float = 30.0, lon: float = 120.0) -> Aut
                          product="95", amount_fen=25_000, lat=lat, lon=lon)
 
 
-def test_endpoint_uses_the_streams_card_state_and_degrades_when_the_broker_dies(tmp_path: Path):
-    cl = StreamCluster(tmp_path, port=19264, workers=1, agents="risk", take_within_s=0.001)
+@pytest.mark.parametrize("path", ["kafka", "direct"])
+def test_endpoint_uses_the_streams_card_state_and_degrades_when_the_broker_dies(tmp_path: Path, path: str):
+    direct = (18070,) if path == "direct" else ()
+    cl = StreamCluster(tmp_path, port=19264 if path == "kafka" else 19266, workers=1, agents="risk",
+                       take_within_s=0.001, direct_port_base=direct[0] if direct else None)
     try:
         cl.start_broker()
         cl.start_workers()
@@ -48,7 +51,8 @@ def test_endpoint_uses_the_streams_card_state_and_degrades_when_the_broker_dies(
                 assert await col.wait_for(["S1"], 30)
             finally:
                 await col.stop()
-            svc = RiskService(RiskServiceConfig(bootstrap=cl.bootstrap, prefix=str(cl.prefix), budget_ms=5000))
+            svc = RiskService(RiskServiceConfig(bootstrap=cl.bootstrap, prefix=str(cl.prefix), budget_ms=5000,
+                                                direct_ports=direct))
             app = create_app(service=svc)
             async with app.router.lifespan_context(app):
                 transport = httpx.ASGITransport(app=app)
@@ -62,6 +66,7 @@ def test_endpoint_uses_the_streams_card_state_and_degrades_when_the_broker_dies(
                     d = r.json()
                     assert d["tx_id"] == "S2" and "IMPOSSIBLE_TRAVEL" in d["reasons"], d
                     assert d["outcome"] in ("review", "decline")
+                    assert svc.counts["direct" if direct else "stream"] == 1
                     again = await client.post("/v1/risk/decide", content=far.model_dump_json(),
                                               headers={"content-type": "application/json"})
                     assert again.json() == d  # a retried request: the decision already made
@@ -69,7 +74,8 @@ def test_endpoint_uses_the_streams_card_state_and_degrades_when_the_broker_dies(
                     cl.stop_workers()
                     assert cl.broker is not None
                     cl.broker.stop()
-                    svc.config = RiskServiceConfig(bootstrap=cl.bootstrap, prefix=str(cl.prefix), budget_ms=50)
+                    svc.config = RiskServiceConfig(bootstrap=cl.bootstrap, prefix=str(cl.prefix), budget_ms=50,
+                                                   direct_ports=direct)
                     t0 = time.perf_counter()
                     r = await client.post("/v1/risk/decide", content=_auth("S3", 10).model_dump_json(),
                                           headers={"content-type": "application/json"})
