@@ -28,7 +28,7 @@ def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("notebook-sim") / "sim"
     # 200 days: the churn job needs two 90-day landmarks; small enough to keep every notebook fast
-    return Path(write(simulate(SimConfig(seed=7, days=200, stations=10, members=300)), out))
+    return Path(write(simulate(SimConfig(seed=7, days=200, stations=6, members=300)), out))
 
 
 def test_notebooks_are_built_from_their_source() -> None:
