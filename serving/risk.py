@@ -212,13 +212,16 @@ class RiskService:
             tx_id = orjson.loads(raw)["tx_id"]
         except Exception:  # noqa: BLE001
             return
+        self._remember(tx_id, raw)
+        for waiter in self._pending.pop(tx_id, ()):
+            if not waiter.done():
+                waiter.set_result(raw)
+
+    def _remember(self, tx_id: str, raw: bytes) -> None:
         recent = self._recent
         recent[tx_id] = raw
         if len(recent) > self.config.recent_decisions:
             recent.popitem(last=False)
-        for waiter in self._pending.pop(tx_id, ()):
-            if not waiter.done():
-                waiter.set_result(raw)
 
     async def _close_clients(self) -> None:
         if self._reader is not None:
@@ -271,6 +274,13 @@ class RiskService:
         waiter: asyncio.Future[bytes | None] = loop.create_future()
         waiters = self._pending.setdefault(auth.tx_id, [])
         waiters.append(waiter)
+        cached = self._recent.get(auth.tx_id)  # it may have arrived while we tried the direct path
+        if cached is not None:
+            waiters.remove(waiter)
+            if not waiters:
+                self._pending.pop(auth.tx_id, None)
+            self.counts["cached"] += 1
+            return cached
         # One timer per request instead of wait_for/shield tasks: when the budget is spent the waiter resolves to
         # None and the request answers degraded.
         deadline = loop.call_later(max(0.0, self.config.budget_ms / 1000 - (time.perf_counter() - t0)),
@@ -279,10 +289,11 @@ class RiskService:
             send = self._producer.send(self.config.authorisations_topic, auth.model_dump_json().encode(),
                                        key=auth.card_id.encode())
             if not self._sent_once:  # the first send may wait for topic metadata: bound it by the budget
-                await asyncio.wait_for(send, timeout=self.config.budget_ms / 1000)
+                delivery = await asyncio.wait_for(send, timeout=self.config.budget_ms / 1000)
                 self._sent_once = True
             else:
-                await send  # enqueues the record (delivery is not awaited: the decision coming back proves it)
+                delivery = await send  # enqueued; delivery is not awaited: the decision coming back proves it
+            delivery.add_done_callback(_consume_exception)
             raw = await waiter
         except Exception as exc:  # noqa: BLE001 - broker trouble → degraded, reconnect in the background
             self.last_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -332,7 +343,9 @@ class RiskService:
         if raw.startswith(b'{"error"'):
             return None
         self.counts["direct"] += 1
-        return raw.rstrip(b"\n")
+        raw = raw.rstrip(b"\n")
+        self._remember(auth.tx_id, raw)  # a retry must find it even before the decisions topic delivers it
+        return raw
 
     async def decide(self, auth: Authorisation) -> Decision:
         """The decision as a model."""
@@ -342,6 +355,11 @@ class RiskService:
         """Connection state and counters (for ops endpoints and tests)."""
         return {"connected": self.connected, "last_error": self.last_error, "pending": len(self._pending),
                 **self.counts}
+
+
+def _consume_exception(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.debug("authorisation delivery failed: %r", fut.exception())
 
 
 def _expire(waiter: asyncio.Future[bytes | None]) -> None:
