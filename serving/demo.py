@@ -59,7 +59,7 @@ CALLS: tuple[Call, ...] = (
          {"version": "{version}", "reason": "make demo: re-promote the current version"}),
     Call("model_rollback", "POST", "/v1/models/{kind}/rollback", "admin"),
     Call("dashboard_data", "GET", "/v1/dashboard/data?days=30", "analyst"),
-    Call("dashboard_panel", "GET", "/v1/dashboard/panels/risk_daily", "analyst"),
+    Call("dashboard_panel", "GET", "/v1/dashboard/panels/{panel}", "analyst"),
     Call("dashboard_page", "GET", "/dashboard/", "analyst"),
     Call("metrics", "GET", "/metrics", "analyst"),
     Call("audit", "GET", "/v1/audit?limit=10", "admin"),
@@ -93,7 +93,7 @@ def _discover(http: Any, keys: dict[str, str]) -> dict[str, str]:
 
     ctx = {"now": str(int(time.time() * 1000)), "ts": datetime.now(UTC).isoformat(), "member": "M0000001",
            "churn_member": "M0000001", "station": "S0001", "case": "T0000000001", "kind": "churn",
-           "version": "none", "label": "legit", "new_key_id": "0"}
+           "version": "none", "label": "legit", "new_key_id": "0", "panel": "risk_daily"}
 
     def get(path: str, group: str) -> Any:
         try:
