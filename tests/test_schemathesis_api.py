@@ -14,7 +14,7 @@ from schemathesis import GenerationMode
 
 from serving.testing import make_app, shared_env
 
-EXAMPLES = {GenerationMode.POSITIVE: 3, GenerationMode.NEGATIVE: 2}
+EXAMPLES = {GenerationMode.POSITIVE: 2, GenerationMode.NEGATIVE: 2}
 
 
 @pytest.fixture(scope="module")
