@@ -17,14 +17,20 @@ from warehouse.queries import QUERIES
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return contract.make_simulation(tmp_path_factory.mktemp("sim"))
+def sim() -> Path:
+    for d in contract.private_tmp("sim"):
+        yield contract.make_simulation(d)
+
+
+@pytest.fixture
+def own_tmp() -> Path:
+    yield from contract.private_tmp("t")
 
 
 @pytest.fixture(scope="module")
-def wh_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def wh_path() -> Path:
     """chdb runs one data directory per process: every test here uses this one, isolated by database."""
-    return tmp_path_factory.mktemp("wh")
+    yield from contract.private_tmp("wh")
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +90,8 @@ def test_reveal_pii_is_audited(wh: Warehouse, sim: Path) -> None:
         reveal_member_pii(wh, m.member_id, sm4_key_hex=contract.SM4, actor="", reason="")
 
 
-def test_changed_migration_is_refused(tmp_path: Path, wh_path: Path) -> None:
-    mig = tmp_path / "mig"
+def test_changed_migration_is_refused(own_tmp: Path, wh_path: Path) -> None:
+    mig = own_tmp / "mig"
     mig.mkdir()
     (mig / "0001_t.sql").write_text("CREATE TABLE IF NOT EXISTS t (x UInt8) ENGINE = MergeTree() ORDER BY x;\n")
     with connect(f"chdb://{wh_path}?database=migtest") as w:
@@ -113,18 +119,18 @@ def test_parse_url() -> None:
         parse_url("mysql://x")
 
 
-def test_settings_default_url_means_data_dir(tmp_path: Path) -> None:
+def test_settings_default_url_means_data_dir(own_tmp: Path) -> None:
     from fuelcard.settings import load_settings
     from warehouse.engine import resolve_url
 
-    assert resolve_url(load_settings(data_dir=tmp_path)) == f"chdb://{tmp_path}/warehouse"
+    assert resolve_url(load_settings(data_dir=own_tmp)) == f"chdb://{own_tmp}/warehouse"
     assert resolve_url(load_settings()) == "chdb://var/warehouse"
     assert resolve_url(load_settings(warehouse_url="clickhouse://h:9000/x")) == "clickhouse://h:9000/x"
 
 
-def test_one_directory_per_process(wh: Warehouse, tmp_path: Path) -> None:
+def test_one_directory_per_process(wh: Warehouse, own_tmp: Path) -> None:
     with pytest.raises(WarehouseError, match="one data directory per process"):
-        connect("chdb://" + str(tmp_path / "other"))
+        connect("chdb://" + str(own_tmp / "other"))
 
 
 def test_second_process_is_locked_out_without_owner(wh: Warehouse, wh_path: Path) -> None:
@@ -158,7 +164,7 @@ def test_owner_process_serves_other_processes(wh_path: Path, sim: Path) -> None:
     assert not (path / "owner.json").exists()
 
 
-def test_cli_on_chdb(tmp_path: Path, wh_path: Path, sim: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_cli_on_chdb(own_tmp: Path, wh_path: Path, sim: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     from fuelcard.cli import app
     from fuelcard.commands.common import CliError
 
@@ -166,19 +172,19 @@ def test_cli_on_chdb(tmp_path: Path, wh_path: Path, sim: Path, monkeypatch: pyte
     app(["warehouse", "migrate"], standalone_mode=False)
     app(["warehouse", "migrate"], standalone_mode=False)
     app(["warehouse", "load", str(sim), "--no-progress"], standalone_mode=False)
-    app(["warehouse", "query", "sales_daily", "--out", str(tmp_path / "s.csv")], standalone_mode=False)
+    app(["warehouse", "query", "sales_daily", "--out", str(own_tmp / "s.csv")], standalone_mode=False)
     app(["warehouse", "queries"], standalone_mode=False)
     app(["warehouse", "status"], standalone_mode=False)
     out = capsys.readouterr().out
     assert "applied 4 migration(s)" in out and "applied 0 migration(s)" in out
     assert "fact_transactions" in out and "sales_7d_moving_avg" in out
-    assert len(pd.read_csv(tmp_path / "s.csv")) > 0
+    assert len(pd.read_csv(own_tmp / "s.csv")) > 0
     for bad in (["warehouse", "query", "nope"], ["warehouse", "query", "top_stations", "-p", "limit=x"],
-                ["warehouse", "load", str(tmp_path / "missing")], ["warehouse", "query", "top_stations", "-p", "x"]):
+                ["warehouse", "load", str(own_tmp / "missing")], ["warehouse", "query", "top_stations", "-p", "x"]):
         with pytest.raises(CliError):
             app(bad, standalone_mode=False)
 
 
-def test_backfill_migration(wh_path: Path, sim: Path, tmp_path: Path) -> None:
+def test_backfill_migration(wh_path: Path, sim: Path, own_tmp: Path) -> None:
     with connect(f"chdb://{wh_path}?database=backfill") as w:
-        contract.check_backfill_migration(w, sim, tmp_path)
+        contract.check_backfill_migration(w, sim, own_tmp)

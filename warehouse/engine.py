@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
 import time
@@ -579,10 +580,12 @@ class ServerWarehouse(Warehouse):
         rows, meta = self._run(sql, params, with_column_types=True)
         names = [m[0] for m in meta]
         df = pd.DataFrame.from_records(rows, columns=names) if rows else pd.DataFrame(columns=names)
-        for name, typ in meta:
+        for name, typ in meta:  # same dtypes as chdb's DataFrames
             base, _ = _strip_nullable(typ)
             if base.startswith("DateTime") and rows:
                 df[name] = pd.to_datetime(df[name], utc=True)
+            elif base == "Date" and rows:
+                df[name] = pd.to_datetime(df[name])
         return df
 
     def _insert_frame(self, table: str, df: pd.DataFrame) -> None:
@@ -716,20 +719,16 @@ def read_owner(path: Path) -> dict[str, Any] | None:
         return None
     try:
         info = json.loads(f.read_text())
-        import os
-
         os.kill(int(info["pid"]), 0)
     except (OSError, ValueError, KeyError):
         return None
-    if int(info["pid"]) == __import__("os").getpid():
+    if int(info["pid"]) == os.getpid():
         return None
     return info
 
 
 def write_owner(path: Path, url: str) -> None:
     """Publish this process as the owner of ``path`` (service URL and PID)."""
-    import os
-
     f = owner_file(path)
     tmp = f.with_suffix(".tmp")
     tmp.write_text(json.dumps({"pid": os.getpid(), "url": url, "since": time.time()}))
@@ -737,8 +736,7 @@ def write_owner(path: Path, url: str) -> None:
 
 
 def clear_owner(path: Path) -> None:
-    import os
-
+    """Remove the owner file if this process wrote it."""
     f = owner_file(path)
     try:
         if json.loads(f.read_text()).get("pid") == os.getpid():

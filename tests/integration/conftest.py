@@ -7,6 +7,8 @@ its PID at the end of the session. If it cannot start, the tests FAIL (never ski
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,13 @@ from warehouse.server_process import ClickHouseServer, start_server
 
 
 @pytest.fixture(scope="session")
-def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> ClickHouseServer:
+def clickhouse_server() -> ClickHouseServer:
     logging.getLogger("clickhouse_driver").setLevel(logging.CRITICAL)
-    root = Path(tmp_path_factory.mktemp("clickhouse-server"))
-    server = start_server(root, port_range=(19100, 19199))  # raises -> every dependent test errors/fails
-    yield server
-    server.stop()
+    # Our own temp dir: pytest's rotating basetemp can be deleted by other pytest runs on a shared machine.
+    root = Path(tempfile.mkdtemp(prefix="fuelcard-clickhouse-"))
+    try:
+        server = start_server(root, port_range=(19100, 19199))  # raises -> every dependent test errors/fails
+        yield server
+        server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

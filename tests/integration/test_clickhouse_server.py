@@ -19,8 +19,14 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return contract.make_simulation(tmp_path_factory.mktemp("sim"))
+def sim() -> Path:
+    for d in contract.private_tmp("sim"):
+        yield contract.make_simulation(d)
+
+
+@pytest.fixture
+def own_tmp() -> Path:
+    yield from contract.private_tmp("t")
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +109,6 @@ def test_cli_against_the_server(clickhouse_server, sim: Path, monkeypatch: pytes
     assert "applied 4 migration(s)" in out and "loaded" in out and "station_id" in out and "18.16" in out
 
 
-def test_backfill_migration(clickhouse_server, sim: Path, tmp_path: Path) -> None:
+def test_backfill_migration(clickhouse_server, sim: Path, own_tmp: Path) -> None:
     with connect(clickhouse_server.url("backfill")) as w:
-        contract.check_backfill_migration(w, sim, tmp_path)
+        contract.check_backfill_migration(w, sim, own_tmp)

@@ -217,6 +217,19 @@ def check_pii(wh: Warehouse, sim: Path) -> None:
     assert wh.query_value("SELECT count() FROM dim_card WHERE match(card_id, '^[0-9]{13,19}$')") == 0
 
 
+def private_tmp(prefix: str):
+    """A temp dir of our own (not pytest's rotating basetemp, which concurrent pytest runs of other
+    contributors on the same machine may delete); removed afterwards. Use as a generator fixture body."""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix=f"fuelcard-{prefix}-"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def make_simulation(out: Path) -> Path:
     """A small real simulation (the project's simulator), about 2k purchases over two weeks."""
     from fuelcard.simulator import SimConfig, simulate, write
