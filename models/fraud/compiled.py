@@ -122,13 +122,22 @@ class CompiledForest:
                 if child == t.left[node]:
                     out.append(f"{pad}else:")
 
+        def expr(t: TreeArrays, node: int) -> str:
+            if node < 0:
+                return repr(t.leaf_value[~node])
+            return f"({expr(t, t.left[node])} if {cond(t, node)} else {expr(t, t.right[node])})"
+
+        # the margin: one expression per tree, added in tree order from 0.0 (LightGBM's order: bit-equal sums)
+        terms: list[str] = []
         for t in self.trees:
             if t.left[0] == t.right[0] and t.left[0] < 0:  # single leaf
-                raw.append(f"    s += {t.leaf_value[~t.left[0]]!r}")
+                terms.append(repr(t.leaf_value[~t.left[0]]))
                 con.append(f"    s += {t.leaf_value[~t.left[0]]!r}")
                 continue
-            emit(t, 0, 1, raw, False)
+            terms.append(expr(t, 0))
             emit(t, 0, 1, con, True)
+        for k in range(0, len(terms), 50):  # chunks keep the compiler's recursion shallow
+            raw.append("    s = (s\n        + " + "\n        + ".join(terms[k:k + 50]) + ")")
         raw.append("    return s")
         con.append("    return s")
         namespace: dict[str, Any] = {}
