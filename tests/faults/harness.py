@@ -1068,7 +1068,9 @@ def _soak_verdict(samples: list[dict[str, Any]], res: dict[str, Any], counters: 
     """Flatness of memory and lag, p99 per window, lost and duplicated."""
     import statistics
 
-    steady = [s for s in samples if s["window_decisions"] > 0] or samples
+    # the verdicts look at the load phase only (the drain afterwards shrinks the lag by construction)
+    during = [s for s in samples if s["t_s"] <= res["send_s"] + 1.0] or samples
+    steady = [s for s in during if s["window_decisions"] > 0] or during
     k = max(1, len(steady) // 3)
     first, last = steady[:k], steady[-k:]
     rss_growth = statistics.median(s["rss_mb"] for s in last) - statistics.median(s["rss_mb"] for s in first)
