@@ -33,6 +33,7 @@ _GROUPS: list[tuple[str, str | None, str]] = [
     ("fuelcard.commands.train", "train", "Train models from the warehouse into the registry."),
     ("fuelcard.commands.models", "models", "Model registry: list, compare, promote, roll back."),
     ("fuelcard.commands.stream", "stream", "Speed layer: broker, Faust workers, producers."),
+    ("fuelcard.commands.flink", "flink", "PyFlink window features: print SQL, stream, backfill."),
     ("fuelcard.commands.serve", None, ""),
     ("fuelcard.commands.demo", None, ""),
 ]
