@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    stream_prefix: str = Field(default="fuelcard", description="Topic name prefix (<prefix>.authorisations, ...)")
     embedded_broker: bool = Field(default=True, description="Start the embedded broker (noida-db)")
     warehouse_url: str = Field(
         default="chdb:///var/warehouse",
