@@ -499,7 +499,7 @@ def fit(frame: pd.DataFrame, *, config: PricingConfig | None = None, cutoff: Any
     station_info = f.sort_values("date").groupby("station_id", as_index=False)[st_cols[1:]].last()
     model = PricingModel(config=cfg, formula=formula, params=res.params, cov=res.cov_params(),
                          levels=levels, station_info=station_info, reference=reference, group_means=means,
-                         coef_table=coef, diagnostics=diag, summary_text=str(res.summary()),
+                         coef_table=coef, diagnostics=diag, summary_text=_summary_text(res),
                          cutoff=str(pd.Timestamp(cutoff).date()) if cutoff is not None else None)
     cd = station_info["comp_density"].to_numpy(float) if "comp_density" in station_info else np.zeros(1)
     el = model.elasticity(cd)
@@ -508,6 +508,15 @@ def fit(frame: pd.DataFrame, *, config: PricingConfig | None = None, cutoff: Any
                      "elasticity_median": float(np.median(el)), "elasticity_min": float(np.min(el)),
                      "elasticity_max": float(np.max(el)), "n_obs": diag["n_obs"]}
     return model
+
+
+def _summary_text(res: Any) -> str:
+    """statsmodels' summary; its overall Wald test warns when clusters < parameters (harmless here)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return str(res.summary())
 
 
 def _driver_of(term: str) -> str:
