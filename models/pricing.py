@@ -57,14 +57,14 @@ DRIVERS: dict[str, tuple[str, ...]] = {
     "price_x_competition": ("price_dev:comp_density", "gap_dev:comp_density"),
     "crude_price": ("log_crude",),
     "market_price_level": ("log_market_price",),
-    "weekday": ("C(weekday)",),
+    "weekday": ("weekday",),
     "holiday": ("is_holiday",),
     "hour_of_day_traffic": ("rush_share",),
     "season": ("season_sin", "season_cos"),
     "weather": ("temp_c", "I(temp_c ** 2)", "log_rain"),
-    "station_type": ("C(station_type)",),
-    "region": ("C(region)",),
-    "product": ("C(product)",),
+    "station_type": ("station_type",),
+    "region": ("region",),
+    "product": ("product",),
     "competition_density": ("comp_density",),
     "station_scale": ("log_nozzles",),
     "mundlak_means": ("mean_log_price", "mean_gap"),
@@ -676,7 +676,8 @@ def plot_diagnostics(model: PricingModel, frame: pd.DataFrame, path: str | Path)
     yhat = model.predict_log_volume(f)
     res = y - yhat
     fig, ax = plt.subplots(2, 2, figsize=(13, 9))
-    ct = model.coef_table[~model.coef_table["term"].str.startswith(("C(", "Intercept"))]
+    terms = model.coef_table["term"]
+    ct = model.coef_table[~terms.str.contains("[", regex=False) & (terms != "Intercept")]
     ax[0, 0].errorbar(ct["coef"], np.arange(len(ct)), xerr=[ct["coef"] - ct["ci_low"], ct["ci_high"] - ct["coef"]],
                       fmt="o")
     ax[0, 0].set_yticks(np.arange(len(ct)), ct["term"], fontsize=7)
