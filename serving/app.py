@@ -134,12 +134,6 @@ def create_app(
             from serving.routes_dashboard import warm
 
             warm(services)
-        for kind in list(services.hub.loaders):  # load promoted models before the first request
-            with contextlib.suppress(NotReady):
-                services.hub.get(kind)
-        from serving.hub import freeze_heap
-
-        freeze_heap()
         yield
         with contextlib.suppress(Exception):
             audit.flush()

@@ -1,6 +1,6 @@
 """The audit trail of personal-data reads: who (key id, group), what (endpoint, subjects), when, why.
 
-Events are buffered in memory and written in batches (never one warehouse insert per request): at
+Events are buffered in memory and written in small batches (never one warehouse insert per request): at
 :attr:`batch` events, every :attr:`interval_s` seconds from a background thread, on :meth:`flush` and on
 shutdown. Reading the trail flushes first, so a read always sees every earlier event.
 """
@@ -38,10 +38,8 @@ def audit_event(*, request_id: str, key_id: str, group: str, action: str, subjec
 
 
 class _Buffered:
-    # Few, larger inserts: each flush is one warehouse insert (a MergeTree part), and on the embedded engine
-    # it briefly competes with request handling. Reading the trail always flushes first.
-    batch = 2000
-    interval_s = 5.0
+    batch = 200
+    interval_s = 1.0
 
     def __init__(self) -> None:
         self._buf: list[Row] = []

@@ -8,7 +8,6 @@ A kind with no promoted version, or no loader, answers 503 "model not trained".
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from collections.abc import Callable
@@ -30,17 +29,6 @@ class Loaded:
     version: str
     meta: ModelMeta
     obj: Any
-
-
-def freeze_heap() -> None:
-    """Move everything alive now (loaded model views: many small dicts) out of the garbage collector's view.
-
-    A full collection walks every container object; with large, long-lived model views that walk took tens of
-    milliseconds and showed up as the p99 of every endpoint. Frozen objects are never scanned (they are freed
-    normally when their refcount drops, e.g. after a new version replaces them).
-    """
-    gc.collect()
-    gc.freeze()
 
 
 class ModelHub:
@@ -85,7 +73,6 @@ class ModelHub:
             loaded = Loaded(kind=kind, version=version, meta=meta, obj=obj)
             self._loaded[kind] = loaded
             self._errors.pop(kind, None)
-            freeze_heap()
             return loaded
 
     def refresh(self, kind: str) -> None:
