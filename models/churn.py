@@ -423,10 +423,12 @@ def _fit_one(kind: str, x: pd.DataFrame, d: np.ndarray, e: np.ndarray, penalizer
     frame = x.copy()
     frame["__T"] = d
     frame["__E"] = e
-    for pen in penalizers:
+    from lifelines.exceptions import ConvergenceWarning
+
+    for k, pen in enumerate(penalizers):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 f = _make_fitter(kind, pen)
                 if kind == "cox":
                     f.fit(frame, "__T", "__E", fit_options={"max_steps": 50})
@@ -434,6 +436,12 @@ def _fit_one(kind: str, x: pd.DataFrame, d: np.ndarray, e: np.ndarray, penalizer
                     f.fit(frame, "__T", "__E")
             params = np.asarray(f.params_, dtype=float)
             if not np.all(np.isfinite(params)):
+                continue
+            # an unconverged Newton run can stop at finite but wild coefficients (even reversed rankings):
+            # retry with a stronger penalty, accept it only when nothing stronger is left
+            diverged = any(issubclass(w.category, ConvergenceWarning) and "converge" in str(w.message).lower()
+                           for w in caught)
+            if diverged and k < len(penalizers) - 1:
                 continue
             return f, pen
         except Exception:  # noqa: BLE001,S112 - convergence/linear-algebra failures: try a stronger penalty
@@ -693,6 +701,24 @@ def build_churn_features(
     xs = np.arange(6) - 2.5
     slope = pd.Series((logc * xs).sum(axis=1) / (xs**2).sum(), index=counts.index)
     out["fill_trend_slope"] = mid.map(slope).fillna(0.0).to_numpy()
+    # the member's own usual fill rate, learnt from history (up to a year) before the last 30 days: a fade
+    # against it, and the fills "missed" since the last one (recency scaled by the usual rate), show
+    # disengagement without needing a declared habit column
+    first_day = tx["day"].min() if len(tx) else cutoff
+    base_start = max(cutoff - pd.Timedelta(days=365), first_day)
+    hist_end = cutoff - pd.Timedelta(days=30)
+    f_hist = tx[(tx["day"] >= base_start) & (tx["day"] < hist_end)].pipe(_by_member).size()
+    span_start = np.maximum(joined.fillna(base_start).clip(lower=base_start).to_numpy(dtype="datetime64[ns]"),
+                            np.datetime64(base_start))
+    hist_days = np.clip((np.datetime64(hist_end) - span_start) / np.timedelta64(1, "D"), 0.0, None)
+    usual = (mid.map(f_hist).fillna(0).astype(float).to_numpy() + 0.5) / (hist_days + 7.0)
+    out["usual_rate_hist"] = usual
+    out["fade_hist_30"] = np.log((out["freq_30"] + 0.5) / (usual * 30.0 + 0.5))
+    out["missed_fills"] = np.log1p(out["recency_days"].to_numpy() * usual)
+    out["log_recency"] = np.log1p(out["recency_days"].clip(lower=0).to_numpy())
+    # shortfall of the last 45 days against the usual rate, as a Poisson z-score (large = activity dropped)
+    f45 = mid.map(tx[tx["day"] >= cutoff - pd.Timedelta(days=45)].pipe(_by_member).size()).fillna(0).to_numpy(float)
+    out["shortfall_z_45"] = (usual * 45.0 - f45) / np.sqrt(usual * 45.0 + 1.0)
     out["avg_ticket"] = out["spend_90"] / out["freq_90"].where(out["freq_90"] > 0, np.nan)
     out["avg_ticket"] = out["avg_ticket"].fillna(0.0)
     out["distinct_stations_90"] = mid.map(st90).fillna(0).astype(float).to_numpy() if st90 is not None else 0.0

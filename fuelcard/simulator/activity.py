@@ -13,7 +13,7 @@ from scipy.spatial import cKDTree
 from fuelcard.simulator.geo import REGIONS, Network, to_xy
 from fuelcard.simulator.ids import seq_ids
 from fuelcard.simulator.market import PRE_HOLIDAY_EFFECT, WEEKDAY_EFFECT, Market
-from fuelcard.simulator.people import FADE_DAYS, FADE_FLOOR, TIER_POINTS_MULTIPLIER, Population
+from fuelcard.simulator.people import FADE_DROP, FADE_FLOOR, TIER_POINTS_MULTIPLIER, Population
 
 DAY_US = 86_400_000_000
 HOUR_US = 3_600_000_000
@@ -157,9 +157,19 @@ def genuine_fills(rng: np.random.Generator, net: Network, mk: Market, pop: Popul
     lam = np.empty((C, days), dtype=np.float32)
     d_ar = np.arange(days, dtype=np.float32)
     churn = pop.churn_day[pop.card_member]
+    has_onset = pop.onset_day is not None and pop.leave_day is not None
+    onset = pop.onset_day[pop.card_member] if has_onset else np.full(C, np.inf)
+    leave = pop.leave_day[pop.card_member] if has_onset else np.full(C, np.inf)
+    fading = np.isfinite(onset)
+    onset_f = np.where(fading, onset, 0.0)
+    leave_f = np.where(fading, leave, 1.0)
+    span = np.maximum(leave_f - onset_f, 1.0)
     trend = pop.trend[pop.card_member]
     for k in range(days):  # one vectorised pass per day
-        alive = np.clip(churn - k, 0.0, 1.0) * np.clip((churn - k) / FADE_DAYS, FADE_FLOOR, 1.0)
+        # disengaged (past the onset): drop to 1 - FADE_DROP, then fade linearly to FADE_FLOOR at leaving
+        left = np.clip((leave_f - k) / span, 0.0, 1.0)
+        fade = np.where(fading & (k + 0.5 >= onset_f), np.maximum(FADE_FLOOR, (1.0 - FADE_DROP) * left), 1.0)
+        alive = np.clip(churn - k, 0.0, 1.0) * fade
         drift = np.clip(trend * d_ar[k] / 30.0, TREND_CLIP[0], TREND_CLIP[1])
         lam[:, k] = pop.card_rate * K * np.exp(day_log[k] + mk.weather_log[region_idx, k] + drift) * alive
     counts = rng.poisson(lam)

@@ -74,7 +74,7 @@ def simulate(config: SimConfig | None = None, *, progress: bool = False) -> dict
     step("operations")
     rech = activity.recharges(_rng(cfg.seed, 11), pop, tx, cfg.start, cfg.days)
     red = activity.redemptions(_rng(cfg.seed, 12), pop, tx, cfg.start, cfg.days)
-    compl = people.complaint_events(_rng(cfg.seed, 13), pop.members, pop.churn_day, cfg.start, cfg.days)
+    compl = people.complaint_events(_rng(cfg.seed, 13), pop, cfg.start)
     step("loyalty")
     tx_df = transactions_frame(tx, net, pop, finfo["n_devices"], _rng(cfg.seed, 14))
     out: dict[str, Any] = {
@@ -181,17 +181,35 @@ def truth(cfg: SimConfig, net: geo.Network, mk: market.Market, pop: people.Popul
             "wholesale_cost_share_of_guide": market.WHOLESALE_SHARE,
         },
         "churn": {
-            "formula": "hazard per day = base_hazard * exp(sum(coef*x)); x: tier dummies (vs standard), complaints "
-                       "(count in members.complaints), trend_30d (member's log change of fill rate per 30 days, "
-                       "visible in transactions), ln(fills_per_week), points_expiring (opening_points >= 1000 "
-                       "and points_expire_date within 90 days of start), price_sensitivity * home-station price "
-                       "gap to competitors in % (92#), price_sensitivity. Fills fade out linearly over the "
-                       f"{people.FADE_DAYS:.0f} days before churn (floor {people.FADE_FLOOR}). "
-                       "After churn_date a member's cards stop transacting.",
+            "formula": "two stages. (1) disengagement onset with hazard per day = base_hazard * exp(sum(coef*x(t)) + "
+                       "frailty), frailty ~ N(0, frailty_sd) unobserved; x: tier dummies (vs standard), trend_30d "
+                       "(member's log change of fill rate per 30 days, visible in transactions), ln(fills_per_week), "
+                       "price_sensitivity, price_sensitivity * home-station price gap to competitors in % (92#, "
+                       "mean over the period), points_expiring_90d (opening_points >= 1000 and points_expire_date "
+                       "within the next 90 days, time-varying), complaints_90d (complaints filed in the 90 days "
+                       "before, time-varying; complaints.parquet). The hazard runs from burn_in_days before the "
+                       "start (members whose churn would fall before the start are redrawn, up to 3 times, then "
+                       "from the start). "
+                       "(2) churn_date = onset + lag, lag ~ Gamma(lag_shape, lag_scale) days clipped to lag_clip. "
+                       "From the onset the member's fill rate drops to (1 - fade_drop) and then fades linearly to "
+                       "fade_floor at churn; after churn_date a member's cards stop transacting.",
             "base_hazard_per_day": people.BASE_HAZARD_PER_DAY,
             "coefficients": people.CHURN_COEFS,
+            "frailty_sd": people.FRAILTY_SD, "burn_in_days": people.BURN_IN_DAYS,
+            "lag_shape": people.LAG_SHAPE, "lag_scale": people.LAG_SCALE, "lag_clip": list(people.LAG_CLIP),
+            "fade_drop": people.FADE_DROP, "fade_floor": people.FADE_FLOOR,
+            "complaint_rate_per_day": people.COMPLAINT_RATE_PER_DAY,
+            "complaint_rate_note": "complaint_rate_per_day * exp(z), z the latent dissatisfaction that also "
+                                   "drives trend_30d = -0.05 - 0.3 z + N(0, 0.1)",
             "n_members": len(pop.members), "n_churned": int(pop.members["churned"].sum()),
             "trend_30d": {m: round(float(t), 4) for m, t in zip(pop.members["member_id"], pop.trend, strict=True)},
+            "frailty": ({m: round(float(t), 4) for m, t in zip(pop.members["member_id"], pop.frailty, strict=True)}
+                        if pop.frailty is not None else {}),
+            "onset_day": ({m: round(float(t), 2) for m, t in zip(pop.members["member_id"], pop.onset_day,
+                                                                 strict=True) if np.isfinite(t)}
+                          if pop.onset_day is not None else {}),
+            "onset_day_note": "days from the start date (negative: disengaged before the start); members "
+                              "without an onset inside the simulated period are absent",
         },
         "fraud": {
             "target_rates": cfg.fraud_rates,

@@ -26,19 +26,30 @@ from fuelcard.simulator.ids import seq_ids
 
 TIERS: tuple[str, ...] = ("standard", "silver", "gold", "diamond")
 TIER_POINTS_MULTIPLIER = {"standard": 1.0, "silver": 1.2, "gold": 1.5, "diamond": 2.0}
-#: Before churning a member fades out: fill rate * clip((churn_day - t) / FADE_DAYS, FADE_FLOOR, 1).
-FADE_DAYS, FADE_FLOOR = 42.0, 0.05
-#: True churn hazard: h(t) = BASE_HAZARD_PER_DAY * exp(eta), eta = sum(coef * covariate). Time-constant.
-BASE_HAZARD_PER_DAY = 0.0012
+#: Churn is a two-stage process. A member first *disengages* (latent onset, hazard below); from the onset on
+#: the fill rate drops to (1 - FADE_DROP) of normal and then fades linearly to FADE_FLOOR at the churn date,
+#: which comes LAG_SHAPE/LAG_SCALE (gamma, days, clipped to LAG_CLIP) after the onset. So leaving shows in the
+#: member's fills (frequency/monetary trend, recency) weeks before the churn date.
+FADE_DROP, FADE_FLOOR = 0.65, 0.15
+LAG_SHAPE, LAG_SCALE, LAG_CLIP = 4.0, 18.0, (14.0, 180.0)
+#: Disengagement onset hazard per day: BASE_HAZARD_PER_DAY * exp(eta(t)), eta(t) = sum(coef * covariate(t)) +
+#: frailty, frailty ~ N(0, FRAILTY_SD) unobserved. Time-varying terms: points_expiring_90d, complaints_90d.
+#: The hazard runs from BURN_IN_DAYS before the start, so some members are already fading at the start (members
+#: whose churn would fall before the start are redrawn: the member base is the survivors).
+BASE_HAZARD_PER_DAY = 0.00045
+FRAILTY_SD = 0.35
+BURN_IN_DAYS = 240
 CHURN_COEFS = {
-    "tier_silver": -0.6, "tier_gold": -1.2, "tier_diamond": -2.0,
-    "complaints": 0.7,  # per complaint filed
-    "trend_30d": -3.0,  # per unit of log change in fill rate per 30 days (declining -> higher hazard)
-    "log_fills_per_week": -1.2,
-    "points_expiring": 1.0,  # opening points >= 1000 expiring within 90 days of the start
-    "price_sensitivity": 2.0,
-    "price_sensitivity_x_gap_pct": 0.25,  # price_sensitivity * (home-station price gap to competitors, %)
+    "tier_silver": -0.5, "tier_gold": -1.0, "tier_diamond": -1.6,
+    "complaints_90d": 0.9,  # per complaint filed in the last 90 days
+    "trend_30d": -4.0,  # per unit of log change in fill rate per 30 days (declining -> higher hazard)
+    "log_fills_per_week": -0.8,
+    "points_expiring_90d": 1.2,  # opening_points >= 1000 whose points_expire_date is within the next 90 days
+    "price_sensitivity": 1.0,
+    "price_sensitivity_x_gap_pct": 0.3,  # price_sensitivity * (home-station price gap to competitors, %)
 }
+#: Complaints: Poisson process, COMPLAINT_RATE_PER_DAY * exp(latent dissatisfaction z), z also drives the trend.
+COMPLAINT_RATE_PER_DAY = 0.002
 CARD_KEY = b"fuelcard-simulator-token-key"
 _AREA = {"Shanghai": (310101, 310120), "Jiangsu": (320102, 320583), "Zhejiang": (330102, 330483)}
 _ID_WEIGHTS = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2])
@@ -69,6 +80,11 @@ class Population:
     fleet_radius: np.ndarray
     fleet_allowed: list[tuple[int, ...]]  # allowed fuel indices per fleet
     member_region: np.ndarray
+    onset_day: np.ndarray | None = None  # per member: disengagement onset, days from start (inf = none)
+    leave_day: np.ndarray | None = None  # per member: onset + lag, also beyond the simulated days (inf = none)
+    frailty: np.ndarray | None = None  # per member: unobserved log-hazard term
+    complaint_member: np.ndarray | None = None  # complaints: member index
+    complaint_day: np.ndarray | None = None  # complaints: time in days from start (fractional)
 
 
 def id_numbers(rng: np.random.Generator, regions: np.ndarray, start: date) -> np.ndarray:
@@ -179,7 +195,6 @@ def build_population(rng: np.random.Generator, n_members: int, start: date, days
     opening_points = np.round(np.exp(rng.normal(6.5, 1.2, M)) * np.array([1, 1.2, 1.5, 2.0])[tier_idx]).astype(int)
     expire_off = rng.integers(5, 400, M)
     points_expire = np.array([start + timedelta(int(x)) for x in expire_off], dtype=object)
-    points_expiring = (opening_points >= 1000) & (expire_off <= 90)
     joined_off = rng.integers(30, 3000, M)
     joined = np.array([start - timedelta(int(x)) for x in joined_off], dtype=object)
 
@@ -259,20 +274,14 @@ def build_population(rng: np.random.Generator, n_members: int, start: date, days
                                            minlength=F)
     night_owl = np.where(veh_fleet >= 0, rng.random(C) < 0.1, night_owl_member[card_member])
 
-    # true churn
+    # true churn (see the module constants): complaints, then disengagement onset, then churn
     gap_pct = home_gap_pct_fn(home_lat, home_lon)
-    eta = (CHURN_COEFS["tier_silver"] * (tier_idx == 1) + CHURN_COEFS["tier_gold"] * (tier_idx == 2)
-           + CHURN_COEFS["tier_diamond"] * (tier_idx == 3)
-           + CHURN_COEFS["trend_30d"] * trend + CHURN_COEFS["log_fills_per_week"] * np.log(fpw_out)
-           + CHURN_COEFS["points_expiring"] * points_expiring + CHURN_COEFS["price_sensitivity"] * price_sens
-           + CHURN_COEFS["price_sensitivity_x_gap_pct"] * price_sens * gap_pct)
-    complaints_rate = 0.12 * np.exp(1.0 * z)
-    n_complaints = rng.poisson(complaints_rate * days / 60.0)
-    eta = eta + CHURN_COEFS["complaints"] * n_complaints
-    T = rng.exponential(1.0, M) / (BASE_HAZARD_PER_DAY * np.exp(eta))
-    churned = T < days
-    churn_day = np.where(churned, T, np.inf)
-    churn_date = np.array([start + timedelta(int(t)) if ch else None for t, ch in zip(T, churned, strict=True)],
+    churn = draw_churn(rng, M, days, tier_idx=tier_idx, trend=trend, fills_per_week=fpw_out,
+                       price_sens=price_sens, gap_pct=gap_pct, z=z, opening_points=opening_points,
+                       expire_off=expire_off)
+    churn_day, churned = churn["churn_day"], churn["churned"]
+    n_complaints = np.bincount(churn["complaint_member"], minlength=M)
+    churn_date = np.array([start + timedelta(int(t)) if ch else None for t, ch in zip(churn_day, churned, strict=True)],
                           dtype=object)
 
     members = pd.DataFrame({
@@ -294,23 +303,94 @@ def build_population(rng: np.random.Generator, n_members: int, start: date, days
         card_member=card_member, card_rate=card_rate, card_cap=cap, card_fuel=fuel, card_fleet=card_fleet,
         card_night_owl=night_owl, card_home=card_home, card_work=work[card_member], card_limit=per_tx_card,
         fleet_home=fleet_home, fleet_radius=radius, fleet_allowed=allowed, member_region=region,
+        onset_day=churn["onset_day"], leave_day=churn["leave_day"], frailty=churn["frailty"],
+        complaint_member=churn["complaint_member"], complaint_day=churn["complaint_day"],
     )
 
 
-def complaint_events(rng: np.random.Generator, members: pd.DataFrame, churn_day: np.ndarray, start: date,
-                     days: int) -> pd.DataFrame:
-    """One row per complaint, placed before the member's churn (complaints precede leaving)."""
-    n = members["complaints"].to_numpy()
-    idx = np.repeat(np.arange(len(n)), n)
-    horizon = np.minimum(churn_day[idx], days)
-    t_days = rng.random(len(idx)) * horizon
+def _first_crossing(cumhaz: np.ndarray, e: np.ndarray, t0: float) -> np.ndarray:
+    """Per row, the (linearly interpolated) day at which ``cumhaz`` (rows x days, day k covers [k, k+1) from
+    ``t0``) first reaches ``e``; inf if never."""
+    n, k = cumhaz.shape
+    reached = cumhaz[:, -1] >= e
+    idx = np.argmax(cumhaz >= e[:, None], axis=1)
+    rows = np.arange(n)
+    prev = np.where(idx > 0, cumhaz[rows, np.maximum(idx - 1, 0)], 0.0)
+    step = cumhaz[rows, idx] - prev
+    frac = np.where(step > 0, (e - prev) / np.where(step > 0, step, 1.0), 0.0)
+    return np.where(reached, t0 + idx + np.clip(frac, 0.0, 1.0), np.inf)
+
+
+def draw_churn(rng: np.random.Generator, M: int, days: int, *, tier_idx: np.ndarray, trend: np.ndarray,
+               fills_per_week: np.ndarray, price_sens: np.ndarray, gap_pct: np.ndarray, z: np.ndarray,
+               opening_points: np.ndarray, expire_off: np.ndarray) -> dict[str, np.ndarray]:
+    """The true churn process, vectorised over members x days (see the module constants).
+
+    Returns per member ``onset_day``, ``leave_day`` (onset + lag), ``churn_day`` (inf = none within ``days``),
+    ``churned``, ``frailty`` and the complaint events (``complaint_member``, ``complaint_day``; only those
+    before the member's churn).
+    """
+    B = BURN_IN_DAYS
+    n_cols = B + days
+    # complaints: Poisson process from the start (dissatisfied members complain more)
+    rate = COMPLAINT_RATE_PER_DAY * np.exp(z)
+    n_c = rng.poisson(rate * days)
+    c_mem = np.repeat(np.arange(M), n_c)
+    c_day = rng.random(len(c_mem)) * days
+    frailty = rng.normal(0.0, FRAILTY_SD, M)
+    eta0 = (CHURN_COEFS["tier_silver"] * (tier_idx == 1) + CHURN_COEFS["tier_gold"] * (tier_idx == 2)
+            + CHURN_COEFS["tier_diamond"] * (tier_idx == 3) + CHURN_COEFS["trend_30d"] * trend
+            + CHURN_COEFS["log_fills_per_week"] * np.log(fills_per_week)
+            + CHURN_COEFS["price_sensitivity"] * price_sens
+            + CHURN_COEFS["price_sensitivity_x_gap_pct"] * price_sens * gap_pct + frailty)
+    # time-varying covariates on the day grid t = -B .. days-1
+    t = np.arange(-B, days, dtype=np.float32)
+    expiring = ((opening_points >= 1000)[:, None] & (t[None, :] >= (expire_off - 90)[:, None])
+                & (t[None, :] < expire_off[:, None]))
+    cnt = np.zeros((M, n_cols + 1), dtype=np.float32)
+    np.add.at(cnt, (c_mem, B + 1 + np.floor(c_day).astype(np.int64)), 1.0)
+    cum = np.cumsum(cnt, axis=1)
+    # complaints filed on days [t-90, t-1] (point in time: not the day itself)
+    recent = cum[:, :n_cols] - np.concatenate([np.zeros((M, 90), np.float32), cum[:, : n_cols - 90]], axis=1)
+    del cnt, cum
+    log_h = (np.log(BASE_HAZARD_PER_DAY) + eta0.astype(np.float32)[:, None]
+             + np.float32(CHURN_COEFS["points_expiring_90d"]) * expiring
+             + np.float32(CHURN_COEFS["complaints_90d"]) * recent)
+    del expiring, recent
+    cumhaz = np.cumsum(np.exp(log_h, dtype=np.float32), axis=1, dtype=np.float64)
+    del log_h
+    lag = np.clip(rng.gamma(LAG_SHAPE, LAG_SCALE, M), *LAG_CLIP)
+    onset = _first_crossing(cumhaz, rng.exponential(1.0, M), -float(B))
+    # a member who would have left before the start is not in the member base: redraw (conditioning on being
+    # a member at the start keeps the pipeline of already-fading members in steady state); the few left after
+    # three tries start from day 0
+    for _ in range(3):
+        gone = np.flatnonzero(onset + lag <= 0.5)
+        lag[gone] = np.clip(rng.gamma(LAG_SHAPE, LAG_SCALE, len(gone)), *LAG_CLIP)
+        onset[gone] = _first_crossing(cumhaz[gone], rng.exponential(1.0, len(gone)), -float(B))
+    gone = np.flatnonzero(onset + lag <= 0.5)
+    onset[gone] = _first_crossing(cumhaz[gone, B:] - cumhaz[gone, B - 1:B], rng.exponential(1.0, len(gone)), 0.0)
+    churn_t = onset + lag
+    churned = churn_t < days
+    churn_day = np.where(churned, churn_t, np.inf)
+    onset = np.where(onset < days, onset, np.inf)
+    keep = c_day < churn_day[c_mem]
+    return {"onset_day": onset, "leave_day": np.where(np.isfinite(onset), churn_t, np.inf),
+            "churn_day": churn_day, "churned": churned, "frailty": frailty,
+            "complaint_member": c_mem[keep], "complaint_day": c_day[keep]}
+
+
+def complaint_events(rng: np.random.Generator, pop: Population, start: date) -> pd.DataFrame:
+    """One row per complaint at the times drawn with the churn process (all before the member's churn)."""
+    idx = pop.complaint_member
+    t_days = pop.complaint_day
     ts = pd.Timestamp(start, tz="UTC") - pd.Timedelta(hours=8) + pd.to_timedelta(t_days * 86400, unit="s")
-    order = np.argsort(ts.to_numpy(), kind="stable")
+    order = np.lexsort((idx, ts.to_numpy()))
     cats = np.array(["price", "service", "queue", "app", "fuel_quality", "billing"], dtype=object)
     return pd.DataFrame({
         "complaint_id": seq_ids("K", len(idx), 7),
         "ts": ts[order].astype("datetime64[us, UTC]"),
-        "member_id": members["member_id"].to_numpy()[idx][order],
+        "member_id": pop.members["member_id"].to_numpy()[idx][order],
         "category": cats[rng.choice(len(cats), len(idx), p=[0.3, 0.25, 0.15, 0.12, 0.08, 0.1])],
     })
 
@@ -326,4 +406,5 @@ def home_station_gap_fn(station_xy: np.ndarray, gap_pct_by_station: np.ndarray):
     return f
 
 
-__all__ = ["REGIONS", "Population", "build_population", "complaint_events", "home_station_gap_fn"]
+__all__ = ["REGIONS", "Population", "build_population", "complaint_events", "draw_churn",
+           "home_station_gap_fn"]
