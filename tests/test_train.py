@@ -120,3 +120,14 @@ def test_warehouse_source_and_model_versions_table(tiny_warehouse):
     assert (rows["promoted"] == 1).all()
     assert str(pd.Timestamp(rows["as_of"].iloc[0]).date()) == str(as_of)
     assert "topk_captured_unserved" in json.loads(rows["metrics"].iloc[0])
+
+
+def test_pricing_without_future_data_backtests_against_the_truth(tmp_path):
+    """Production-style cut-off (end of data): the job backtests its last 28 days under the true response."""
+    src = tj.ParquetSource(sim_dir())
+    ctx = tj.TrainContext(source=src, registry=Registry(tmp_path / "reg"), as_of=tj.default_as_of(src),
+                          truth_path=sim_dir() / "ground_truth" / "truth.json", options={"plots": False})
+    out = tj.run_job(ctx, "pricing")
+    assert "backtest" in out.metrics["evaluation"]
+    assert out.metrics["true_profit_uplift"] >= 0.10
+    assert out.metrics["eval_days"] == 28

@@ -317,16 +317,42 @@ def train_pricing(ctx: TrainContext) -> TrainResult:
     evaluation: pd.DataFrame | None = None
     horizon = int(ctx.options.get("pricing_horizon_days", cfg.horizon_days))
     if truth is not None:
+        response = pricing.TrueResponse.from_truth(truth, stations=stations, competitors=competitors)
         future = {n: ctx.source.read(n, since=ctx.as_of, before=ctx.as_of + timedelta(days=horizon))
                   for n in ("station_sales", "prices", "competitor_prices")}
         if not future["prices"].empty:
             ctx.progress("pricing: evaluating against the simulator's true price response")
-            response = pricing.TrueResponse.from_truth(truth, stations=stations, competitors=competitors)
             ev = pricing.evaluate_policy(rec, future_prices=future["prices"], future_sales=future["station_sales"],
                                          future_competitor_prices=future["competitor_prices"],
                                          competitors=competitors, stations=stations, response=response)
             evaluation = ev.detail
             metrics.update(ev.metrics)
+            metrics["evaluation"] = f"the {horizon} days after the cut-off"
+        else:
+            # Nothing after the cut-off (production-style run): backtest the same procedure instead -- refit on
+            # the data before (cut-off - horizon) and replay the last `horizon` days under the true response.
+            bt_cut = ctx.as_of - timedelta(days=horizon)
+            if frame["date"].min() < pd.Timestamp(bt_cut) - pd.Timedelta(days=14):
+                ctx.progress(f"pricing: backtesting the last {horizon} days against the true price response")
+                bt_frame = pricing.build_frame(
+                    sales=tables["station_sales"], prices=tables["prices"], stations=stations,
+                    competitor_prices=tables["competitor_prices"], competitors=competitors, crude=tables["crude"],
+                    weather=tables["weather"], calendar=tables["calendar"], station_hourly=tables["station_hourly"],
+                    start=ctx.since, cutoff=bt_cut)
+                bt_model = pricing.fit(bt_frame, config=cfg, cutoff=bt_cut, seed=ctx.seed)
+                bt_rec = pricing.recommend(bt_model, pricing.reference_rows(bt_frame))
+
+                def after(df: pd.DataFrame) -> pd.DataFrame:
+                    d = _naive_utc(df["date"])
+                    return df[(d >= pd.Timestamp(bt_cut)).to_numpy()]
+
+                ev = pricing.evaluate_policy(
+                    bt_rec, future_prices=after(tables["prices"]), future_sales=after(tables["station_sales"]),
+                    future_competitor_prices=after(tables["competitor_prices"]), competitors=competitors,
+                    stations=stations, response=response)
+                evaluation = ev.detail
+                metrics.update(ev.metrics)
+                metrics["evaluation"] = f"backtest: fit before {bt_cut}, replay the last {horizon} days"
     sample = frame.groupby(["station_id", "product"]).tail(1).head(50).reset_index(drop=True)
 
     def save(d: Path) -> None:
