@@ -247,6 +247,8 @@ class CardState:
     first_ts: float = NAN
     pending_fraud: list[float] = field(default_factory=list)  # ts of labelled frauds not yet usable
     known_fraud: int = 0
+    #: running aggregates of the lists (:func:`_card_agg`); a cache, never serialised, rebuilt when None
+    agg: list | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-compatible dict (NaN first_ts becomes None)."""
@@ -290,28 +292,59 @@ def record_label(state: CardState, tx_ts: float, is_fraud: int) -> CardState:
     return state
 
 
+def _card_agg(state: CardState) -> list:
+    """Running 30-day aggregates of a card's lists: [sum amt, sum amt², nights, litres known, geo known,
+    sum litres, sum lat, sum lon]. Integer parts are exact; the float sums are (re)built by :func:`sum` and
+    extended by the same left-to-right additions, so they equal ``sum(list)`` bit for bit."""
+    amt = state.amt
+    return [sum(amt), sum(map(operator.mul, amt, amt)), sum(state.night), sum(state.litres_known),
+            sum(state.geo_known), sum(state.litres), sum(state.lat), sum(state.lon)]
+
+
+_RAD = math.pi / 180.0  # what math.radians multiplies by (same bits)
+_sin, _cos, _asin, _sqrt = math.sin, math.cos, math.asin, math.sqrt
+_W7 = 7 * DAY
+
+
 def update_card(
     state: CardState | None, tx: Tx, profile: CardProfile | None = None, config: FeatureConfig = DEFAULT_CONFIG
 ) -> tuple[CardState, list[float]]:
     """Card features of ``tx`` from the card's earlier events (aligned with :data:`CARD_FEATURES`), then
-    remember ``tx``. Returns ``(state, features)``; ``state`` is updated in place (a new one if ``None``)."""
+    remember ``tx``. Returns ``(state, features)``; ``state`` is updated in place (a new one if ``None``).
+
+    Window sums over 30 days are running aggregates kept beside the lists (:func:`_card_agg`, not serialised,
+    rebuilt on load), so an event costs a few bisects and no re-scan of the card's history."""
     if state is None:
         state = CardState()
     t = tx.ts
     amount = tx.amount_fen
     ts = state.ts
+    amt = state.amt
+    agg = state.agg
     # forget what is 30 days old or more
     lo30 = bisect_right(ts, t - W30)
     if lo30:
-        del ts[:lo30], state.amt[:lo30], state.station[:lo30], state.device[:lo30], state.product[:lo30]
+        if agg is not None:
+            gone = amt[:lo30]
+            agg[0] -= sum(gone)
+            agg[1] -= sum(map(operator.mul, gone, gone))
+            agg[2] -= sum(state.night[:lo30])
+            agg[3] -= sum(state.litres_known[:lo30])
+            agg[4] -= sum(state.geo_known[:lo30])
+        del ts[:lo30], amt[:lo30], state.station[:lo30], state.device[:lo30], state.product[:lo30]
         del state.litres[:lo30], state.litres_known[:lo30], state.lat[:lo30], state.lon[:lo30]
         del state.geo_known[:lo30], state.night[:lo30]
+        if agg is not None:
+            agg[5] = sum(state.litres)
+            agg[6] = sum(state.lat)
+            agg[7] = sum(state.lon)
+    if agg is None:
+        agg = state.agg = _card_agg(state)
     n30 = len(ts)
-    amt = state.amt
-    lo7 = bisect_right(ts, t - 7 * DAY)
+    lo7 = bisect_right(ts, t - _W7)
     lo24 = bisect_right(ts, t - DAY, lo7)
     lo1h = bisect_right(ts, t - HOUR, lo24)
-    s30 = sum(amt)
+    s30 = agg[0]
     s7 = sum(amt[lo7:]) if lo7 else s30
     s24 = sum(amt[lo24:]) if lo24 < n30 else 0
     s1h = sum(amt[lo1h:]) if lo1h < n30 else 0
@@ -319,14 +352,15 @@ def update_card(
     a_y = amount / 100.0
     if n30:
         mean30 = s30 / n30 / 100.0
-        var = sum(map(operator.mul, amt, amt)) / n30 / 1e4 - mean30 * mean30
-        std30 = math.sqrt(var) if var > 0.0 else 0.0
+        var = agg[1] / n30 / 1e4 - mean30 * mean30
+        std30 = _sqrt(var) if var > 0.0 else 0.0
         vs30 = a_y / mean30 if mean30 > 0.0 else NAN
         z30 = (a_y - mean30) / std30 if std30 > 0.0 else 0.0
         since = t - ts[-1]
         new_station = 0.0 if tx.station_id in state.station else 1.0
+        night_share = agg[2] / n30
     else:
-        mean30 = std30 = vs30 = z30 = since = NAN
+        mean30 = std30 = vs30 = z30 = since = night_share = NAN
         new_station = 1.0
     if n7:
         mean7 = s7 / n7 / 100.0
@@ -336,8 +370,7 @@ def update_card(
     # labels: a fraud counts once it is label_delay old
     pf = state.pending_fraud
     if pf:
-        cut = t - config.delay_s
-        k = bisect_right(pf, cut)
+        k = bisect_right(pf, t - config.delay_s)
         if k:
             state.known_fraud += k
             del pf[:k]
@@ -345,9 +378,6 @@ def update_card(
         state.first_ts = t
     local = t + config.tz_offset_hours * HOUR
     hour_i = int(local % DAY // HOUR)
-    hour = float(hour_i)
-    weekday = float(int((local // DAY + 3) % 7))
-    night_share = sum(state.night) / n30 if n30 else NAN
     amount_round = 2.0 if amount % 10000 == 0 else (1.0 if amount % 1000 == 0 else 0.0)
     # optional columns
     device = tx.device_id
@@ -365,69 +395,101 @@ def update_card(
         lit_f = lit_vs = NAN
     else:
         lit_f = litres
-        nk = sum(state.litres_known)
-        ls = sum(state.litres)
+        nk = agg[3]
+        ls = agg[5]
         lit_vs = litres / (ls / nk) if nk and ls > 0.0 else NAN
     geo = lat is not None and lon is not None
     dist_prev = speed = dist_c = NAN
     if geo and n30:
-        if state.geo_known[-1]:
-            dist_prev = haversine_km(state.lat[-1], state.lon[-1], lat, lon)  # type: ignore[arg-type]
-            speed = dist_prev / max(since, 60.0) * HOUR
-        ng = sum(state.geo_known)
-        if ng:
-            dist_c = haversine_km(sum(state.lat) / ng, sum(state.lon) / ng, lat, lon)  # type: ignore[arg-type]
+        p2 = lat * _RAD  # type: ignore[operator]
+        cp2 = _cos(p2)
+        if state.geo_known[-1]:  # haversine_km(previous, this), inlined
+            p1 = state.lat[-1] * _RAD
+            h = (_sin((p2 - p1) * 0.5) ** 2
+                 + _cos(p1) * cp2 * _sin((lon - state.lon[-1]) * _RAD * 0.5) ** 2)  # type: ignore[operator]
+            dist_prev = 12742.0 * _asin(_sqrt(h if h < 1.0 else 1.0))
+            speed = dist_prev / (since if since > 60.0 else 60.0) * HOUR
+        ng = agg[4]
+        if ng:  # haversine_km(centroid, this), inlined
+            p1 = agg[6] / ng * _RAD
+            h = (_sin((p2 - p1) * 0.5) ** 2
+                 + _cos(p1) * cp2 * _sin((lon - agg[7] / ng) * _RAD * 0.5) ** 2)  # type: ignore[operator]
+            dist_c = 12742.0 * _asin(_sqrt(h if h < 1.0 else 1.0))
     # profile (master data)
-    tank_ratio = per_tx = daily = monthly = prod_na = region_na = geofence = is_fleet = is_fsub = NAN
-    if profile is not None:
-        if profile.tank_capacity_l and litres is not None:
-            tank_ratio = litres / profile.tank_capacity_l
-        if profile.per_tx_limit_fen:
-            per_tx = amount / profile.per_tx_limit_fen
-        if profile.daily_limit_fen:
-            daily = (s24 + amount) / profile.daily_limit_fen
-        if profile.monthly_limit_fen:
-            monthly = (s30 + amount) / profile.monthly_limit_fen
-        if profile.allowed_products is not None and product is not None:
-            prod_na = 0.0 if product in profile.allowed_products else 1.0
-        if profile.allowed_regions is not None and tx.region is not None:
-            region_na = 0.0 if tx.region in profile.allowed_regions else 1.0
+    if profile is None:
+        tank_ratio = per_tx = daily = monthly = prod_na = region_na = geofence = is_fleet = is_fsub = NAN
+    else:
+        cap = profile.tank_capacity_l
+        tank_ratio = litres / cap if cap and litres is not None else NAN
+        lim = profile.per_tx_limit_fen
+        per_tx = amount / lim if lim else NAN
+        lim = profile.daily_limit_fen
+        daily = (s24 + amount) / lim if lim else NAN
+        lim = profile.monthly_limit_fen
+        monthly = (s30 + amount) / lim if lim else NAN
+        allowed = profile.allowed_products
+        prod_na = NAN if allowed is None or product is None else (0.0 if product in allowed else 1.0)
+        allowed = profile.allowed_regions
+        region = tx.region
+        region_na = NAN if allowed is None or region is None else (0.0 if region in allowed else 1.0)
         if (geo and profile.geofence_lat is not None and profile.geofence_lon is not None
                 and profile.geofence_radius_km is not None):
             geofence = haversine_km(profile.geofence_lat, profile.geofence_lon, lat, lon) - profile.geofence_radius_km  # type: ignore[arg-type]
-        if profile.card_type is not None:
-            is_fleet = 1.0 if profile.card_type == "fleet" else 0.0
-            is_fsub = 1.0 if profile.card_type == "family_sub" else 0.0
+        else:
+            geofence = NAN
+        card_type = profile.card_type
+        if card_type is None:
+            is_fleet = is_fsub = NAN
+        else:
+            is_fleet = 1.0 if card_type == "fleet" else 0.0
+            is_fsub = 1.0 if card_type == "family_sub" else 0.0
     feats = [
         a_y, float(n30 - lo1h), float(n30 - lo24), float(n7), float(n30),
         s1h / 100.0, s24 / 100.0, s7 / 100.0, s30 / 100.0,
         mean7, mean30, std30, vs7, vs30, z30,
         (s24 + amount) / 100.0, (s30 + amount) / 100.0, since, float(state.n_total), (t - state.first_ts) / DAY,
-        new_station, float(state.known_fraud), hour, weekday, amount_round, night_share,
-        new_device, is_fuel, new_product, lit_f, lit_vs, dist_prev, speed, dist_c,
+        new_station, float(state.known_fraud), float(hour_i), float(int((local // DAY + 3) % 7)), amount_round,
+        night_share, new_device, is_fuel, new_product, lit_f, lit_vs, dist_prev, speed, dist_c,
         tank_ratio, per_tx, daily, monthly, prod_na, region_na, geofence, is_fleet, is_fsub,
     ]
-    # remember this event
+    # remember this event (lists and running aggregates)
     ts.append(t)
     amt.append(amount)
+    agg[0] += amount
+    agg[1] += amount * amount
     state.station.append(tx.station_id)
     state.device.append(device)
     state.product.append(product)
     if litres is None:
         state.litres.append(0.0)
         state.litres_known.append(0)
+        agg[5] += 0.0
     else:
-        state.litres.append(float(litres))
+        litres = float(litres)
+        state.litres.append(litres)
         state.litres_known.append(1)
+        agg[3] += 1
+        agg[5] += litres
     if geo:
-        state.lat.append(float(lat))  # type: ignore[arg-type]
-        state.lon.append(float(lon))  # type: ignore[arg-type]
+        lat = float(lat)  # type: ignore[arg-type]
+        lon = float(lon)  # type: ignore[arg-type]
+        state.lat.append(lat)
+        state.lon.append(lon)
         state.geo_known.append(1)
+        agg[4] += 1
+        agg[6] += lat
+        agg[7] += lon
     else:
         state.lat.append(0.0)
         state.lon.append(0.0)
         state.geo_known.append(0)
-    state.night.append(1 if hour_i < 5 else 0)
+        agg[6] += 0.0
+        agg[7] += 0.0
+    if hour_i < 5:
+        state.night.append(1)
+        agg[2] += 1
+    else:
+        state.night.append(0)
     state.n_total += 1
     if tx.is_fraud:
         record_label(state, t, 1)
