@@ -923,25 +923,37 @@ def train_member_churn(
     out of time at landmark ``end - horizon`` (labels to ``end``: concordance, AUC at the horizon, Brier),
     refit on the evaluation landmark and score every active member at ``end``.
 
+    With less history than ``2·horizon_days`` plus some feature history (short simulations), the horizon is
+    shrunk to fit (``metrics["horizon_days"]`` vs ``metrics["requested_horizon_days"]``, with a ``note``);
+    ``churn_probability`` is always P(churn within the requested horizon).
+
     Returns ``(model, metrics, scored)``; ``scored`` has the features, ``churn_probability`` and the segment
     columns of :func:`segment_members`. With ``km_path``, Kaplan–Meier curves of the out-of-time landmark per
     segment (value tier × predicted risk) are saved there as a PNG; ``metrics["segments"]`` has their
     observed 90-day churn rates.
     """
+    transactions = prepare_transactions(transactions)
     if end is None:
-        end = prepare_transactions(transactions)["day"].max() + pd.Timedelta(days=1)
+        end = transactions["day"].max() + pd.Timedelta(days=1)
     end_ts = pd.Timestamp(end).normalize()
+    requested = int(horizon_days)
+    # Short histories (e.g. a 45-day demo): two landmark windows of `horizon_days` before `end` would start
+    # before the first transaction, so every feature is empty and the metrics are meaningless (C = 0.5).
+    # Shrink the horizon so that both follow-up windows fit after some history (reported in the metrics).
+    first_day = transactions["day"].min() if len(transactions) else end_ts - 2 * pd.Timedelta(days=requested)
+    history_days = max(0, int((end_ts - first_day).days))
+    min_hist = min(60, max(7, history_days // 3))
+    horizon_days = int(min(requested, max(1, (history_days - min_hist) // 2)))
     h = pd.Timedelta(days=horizon_days)
     kw = {"complaints": complaints, "redemptions": redemptions, "stations": stations, "prices": prices,
           "competitor_prices": competitor_prices}
-    transactions = prepare_transactions(transactions)
     l1, l2 = end_ts - 2 * h, end_ts - h
-    # several landmarks, 30 days apart, all followed up only until l2: more events, no look-ahead
-    first_day = transactions["day"].min() if len(transactions) else l1
+    # several landmarks, 30 days apart, all followed up only until l2: more events, no look-ahead; an extra
+    # landmark needs at least `min_hist` days of history before it
     stack = []
     for back in range(landmarks):
         lm = l1 - pd.Timedelta(days=30 * back)
-        if back and lm - pd.Timedelta(days=horizon_days) < first_day:
+        if back and lm - pd.Timedelta(days=min_hist) < first_day:
             break
         part = make_survival_frame(build_churn_features(transactions, members, as_of=lm, **kw), members,
                                    as_of=lm, end=l2)
@@ -956,6 +968,10 @@ def train_member_churn(
     p = model.predict_proba(test.drop(columns=["duration"]), conditional=False)
     metrics = {
         "model": model.kind,
+        "horizon_days": horizon_days,
+        "requested_horizon_days": requested,
+        "history_days": history_days,
+        "landmarks_used": len(stack),
         "train_rows": len(train),
         "test_rows": len(test),
         "test_events": int(test["event"].sum()),
@@ -964,6 +980,10 @@ def train_member_churn(
         "brier_90d": brier_at(test["duration"], test["event"], p, horizon_days),
         "holdout": model.metrics.get("holdout", {}),
     }
+    if horizon_days < requested:
+        metrics["note"] = (f"only {history_days} days of history before {end_ts.date()}: evaluated at a "
+                           f"{horizon_days}-day horizon instead of {requested} (landmarks {l1.date()}, {l2.date()}); "
+                           f"churn_probability is P(churn within {requested} days), extrapolated by the model")
     seg_test = segment_members(test.assign(churn_probability=p))
     observed = seg_test.assign(churned_in_h=(seg_test["event"] > 0) & (seg_test["duration"] <= horizon_days))
     metrics["segments"] = {
@@ -987,7 +1007,7 @@ def train_member_churn(
         gone = set(members.loc[cd.notna() & (cd <= end_ts), "member_id"].astype(str))
         feats = feats[~feats["member_id"].isin(gone)]
     feats = feats.copy()
-    feats["churn_probability"] = final.predict_proba(feats, conditional=False)
+    feats["churn_probability"] = final.predict_proba(feats, requested, conditional=False)
     scored = segment_members(feats)
     return final, metrics, scored
 
