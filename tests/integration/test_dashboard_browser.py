@@ -75,7 +75,7 @@ def test_dashboard_renders_every_panel_with_charts(server, chromium):
         assert panels[name]["state"] == "ok", (name, panels[name]["text"])
     for name in ("sales_by_day", "sales_by_product", "sales_by_hour", "risk_daily", "points_flow", "stations_map",
                  "churn_segments", "forecast_vs_actual"):
-        assert panels[name]["svg"] >= 1 and panels[name]["marks"] >= 5, (name, panels[name])
+        assert panels[name]["svg"] >= 1 and panels[name]["marks"] >= 3, (name, panels[name])
     assert panels["stock_alerts"]["rows"] >= 2
     assert any(k.lower().startswith("net sales") and "¥" in k for k in info["kpis"]), info["kpis"]
     assert any(k.lower().startswith("review rate") and "%" in k for k in info["kpis"]), info["kpis"]
