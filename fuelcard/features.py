@@ -583,37 +583,47 @@ def update_station(
         lo24 = 0
     n = len(ts)
     lo1h = bisect_right(ts, t - HOUR, lo24)
-    c_all = cum[-1] if n else 0
-    r_all = rcum[-1] if n else 0
-    # delayed labels: usable iff tx_ts <= t - delay
-    lt, lc = state.lab_ts, state.lab_cum
-    cut = t - config.delay_s
-    hi = bisect_right(lt, cut)
-    b30 = bisect_right(lt, cut - W30, 0, hi)
-    if b30 > 4096:
-        del lt[:b30], lc[:b30]
-        hi -= b30
-        b30 = 0
-    b7 = bisect_right(lt, cut - 7 * DAY, b30, hi)
-    b1 = bisect_right(lt, cut - DAY, b7, hi)
-    f_hi = _cum_at(lc, hi)
-    fr30 = f_hi - _cum_at(lc, b30)
-    fr7 = f_hi - _cum_at(lc, b7)
-    l30 = hi - b30
-    l7 = hi - b7
-    l1 = hi - b1
-    fr1 = f_hi - _cum_at(lc, b1)
-    if l30:
-        last_label = float(lc[hi - 1] - _cum_at(lc, hi - 1))
-        since_fraud = (t - lt[bisect_left(lc, f_hi, b30, hi)]) / DAY if fr30 else NAN
+    if n:
+        c_all = cum[-1]
+        r_all = rcum[-1]
+        c1 = c_all - (cum[lo1h - 1] if lo1h else 0)
+        c24 = c_all - (cum[lo24 - 1] if lo24 else 0)
+        r24 = r_all - (rcum[lo24 - 1] if lo24 else 0)
     else:
-        last_label = since_fraud = NAN
-    feats = [
-        float(n - lo1h), float(n - lo24), float(c_all - _cum_at(cum, lo1h)), float(c_all - _cum_at(cum, lo24)),
-        float(r_all - _cum_at(rcum, lo24)),
-        float(fr1), float(fr7), float(fr30), float(l30),
-        fr1 / l1 if l1 else NAN, fr7 / l7 if l7 else NAN, fr30 / l30 if l30 else NAN, last_label, since_fraud,
-    ]
+        c_all = r_all = c1 = c24 = r24 = 0
+    # delayed labels: usable iff tx_ts <= t - delay
+    lt = state.lab_ts
+    if lt:
+        lc = state.lab_cum
+        cut = t - config.delay_s
+        hi = bisect_right(lt, cut)
+        b30 = bisect_right(lt, cut - W30, 0, hi)
+        if b30 > 4096:
+            del lt[:b30], lc[:b30]
+            hi -= b30
+            b30 = 0
+        b7 = bisect_right(lt, cut - 7 * DAY, b30, hi)
+        b1 = bisect_right(lt, cut - DAY, b7, hi)
+        f_hi = _cum_at(lc, hi)
+        fr30 = f_hi - _cum_at(lc, b30)
+        fr7 = f_hi - _cum_at(lc, b7)
+        l30 = hi - b30
+        l7 = hi - b7
+        l1 = hi - b1
+        fr1 = f_hi - _cum_at(lc, b1)
+        if l30:
+            last_label = float(lc[hi - 1] - _cum_at(lc, hi - 1))
+            since_fraud = (t - lt[bisect_left(lc, f_hi, b30, hi)]) / DAY if fr30 else NAN
+        else:
+            last_label = since_fraud = NAN
+        feats = [
+            float(n - lo1h), float(n - lo24), float(c1), float(c24), float(r24),
+            float(fr1), float(fr7), float(fr30), float(l30),
+            fr1 / l1 if l1 else NAN, fr7 / l7 if l7 else NAN, fr30 / l30 if l30 else NAN, last_label, since_fraud,
+        ]
+    else:  # no label yet: every label count is 0, rates and label recency are missing
+        feats = [float(n - lo1h), float(n - lo24), float(c1), float(c24), float(r24),
+                 0.0, 0.0, 0.0, 0.0, NAN, NAN, NAN, NAN, NAN]
     ts.append(t)
     cum.append(c_all + (1 if card_features[_I_NEW_STATION] == 1.0 else 0))
     rcum.append(r_all + (1 if card_features[_I_ROUND] == 2.0 else 0))
@@ -643,15 +653,20 @@ def update_terminal(
         del ts[:lo24], cum[:lo24], rcum[:lo24], state.card[:lo24]
         lo24 = 0
     n = len(ts)
-    lo1h = bisect_right(ts, t - HOUR, lo24)
-    lo10 = bisect_right(ts, t - 600.0, lo1h)
-    recent = state.card[lo1h:]
-    c_all = cum[-1] if n else 0
-    r_all = rcum[-1] if n else 0
-    feats = [float(n - lo10), float(n - lo1h), float(len(recent) - recent.count(tx.card_id)), float(n - lo24),
-             float(c_all - _cum_at(cum, lo24)), float(r_all - _cum_at(rcum, lo24))]
+    card = tx.card_id
+    cards = state.card
+    if n:
+        lo1h = bisect_right(ts, t - HOUR, lo24)
+        lo10 = bisect_right(ts, t - 600.0, lo1h)
+        c_all = cum[-1]
+        r_all = rcum[-1]
+        feats = [float(n - lo10), float(n - lo1h), float(n - lo1h - cards[lo1h:].count(card)), float(n - lo24),
+                 float(c_all - (cum[lo24 - 1] if lo24 else 0)), float(r_all - (rcum[lo24 - 1] if lo24 else 0))]
+    else:
+        c_all = r_all = 0
+        feats = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     ts.append(t)
-    state.card.append(tx.card_id)
+    cards.append(card)
     cum.append(c_all + (1 if card_features[_I_NEW_STATION] == 1.0 else 0))
     rcum.append(r_all + (1 if card_features[_I_ROUND] == 2.0 else 0))
     return state, feats
@@ -701,22 +716,32 @@ class FeatureEngine:
     def process(self, tx: Tx, profile: CardProfile | None = None) -> list[float]:
         """Features of ``tx`` (point-in-time), then update every state with it."""
         cfg = self.config
-        cs, cf = update_card(self.cards.get(tx.card_id), tx, profile, cfg)
-        self.cards[tx.card_id] = cs
-        ss, sf = update_station(self.stations.get(tx.station_id), tx, cf, cfg)
-        self.stations[tx.station_id] = ss
+        key = tx.card_id
+        old = self.cards.get(key)
+        cs, cf = update_card(old, tx, profile, cfg)
+        if old is None:  # states are updated in place: store only new ones
+            self.cards[key] = cs
+        key = tx.station_id
+        old = self.stations.get(key)
+        ss, sf = update_station(old, tx, cf, cfg)
+        if old is None:
+            self.stations[key] = ss
         cf += sf
-        terminal = tx.terminal_id
-        if terminal is not None:
-            ts_, tf = update_terminal(self.terminals.get(terminal), tx, cf, cfg)
-            self.terminals[terminal] = ts_
+        key = tx.terminal_id
+        if key is not None:
+            old = self.terminals.get(key)
+            ts_, tf = update_terminal(old, tx, cf, cfg)
+            if old is None:
+                self.terminals[key] = ts_
             cf += tf
         else:
             cf += _NO_TERMINAL
-        device = tx.device_id
-        if device is not None:
-            ds, df_ = update_device(self.devices.get(device), tx, cfg)
-            self.devices[device] = ds
+        key = tx.device_id
+        if key is not None:
+            old = self.devices.get(key)
+            ds, df_ = update_device(old, tx, cfg)
+            if old is None:
+                self.devices[key] = ds
             cf += df_
         else:
             cf += _NO_DEVICE
