@@ -72,16 +72,19 @@ def score_one(
     hits = rules.evaluate(features, region if region is not None else tx.region)
     rank = 0
     reasons: list[str] = []
-    for h in hits:
-        reasons.append(h.rule_id)
-        r = SEVERITY_RANK[h.severity]
-        if r > rank:
-            rank = r
+    if hits:
+        for h in hits:
+            reasons.append(h.rule_id)
+            r = _RANK[h.severity]
+            if r > rank:
+                rank = r
     top: tuple[Contribution, ...] = ()
     if model is None:
         score = _RULE_SCORE[rank]
         version = NO_MODEL
         degraded = True
+        if hits:  # explain a rules-only decision by the features its rules tested
+            top = _rule_features(hits, features, rules, top_k)
     else:
         score = model.score(features)
         version = model.version
@@ -93,19 +96,25 @@ def score_one(
             reasons.append(MODEL_REASON_REVIEW)
             if rank < 1:
                 rank = 1
-        if rank or explain_all:
+        if rank or explain_all:  # explanations only where a reviewer or the customer will read them
             top = tuple(Contribution.model_construct(feature=n, value=None if v != v else v, contribution=c)
                         for n, v, c in model.explain(features, top_k))
-    if degraded and hits:  # explain a rules-only decision by the features its rules tested
-        top = _rule_features(hits, features, rules, top_k)
-    return _new_decision({
+    d = _new(Decision)
+    _setattr(d, "__dict__", {
         "schema_version": 1, "event_id": None, "kind": "decision", "tx_id": tx.tx_id, "card_id": tx.card_id,
-        "ts": datetime.fromtimestamp(tx.ts, UTC), "outcome": _OUTCOMES[rank], "score": score,
+        "ts": _fromts(tx.ts, UTC), "outcome": _OUTCOMES[rank], "score": score,
         "reasons": tuple(reasons), "top_features": top, "model_version": version,
         "ruleset_version": rules.version, "degraded": degraded, "latency_ms": None,
     })
+    _setattr(d, "__pydantic_fields_set__", _DECISION_FIELDS)
+    _setattr(d, "__pydantic_extra__", None)
+    _setattr(d, "__pydantic_private__", None)
+    return d
 
 
+_RANK = SEVERITY_RANK
+_fromts = datetime.fromtimestamp
+_new = object.__new__
 _DECISION_FIELDS = frozenset(Decision.model_fields)
 _setattr = object.__setattr__
 
@@ -150,15 +159,40 @@ class Scorer:
         self.rules = rules
         self.model = model
 
+    @property
+    def rules(self) -> object:
+        """The rule set (or its reloading holder)."""
+        return self._rules
+
+    @rules.setter
+    def rules(self, value: object) -> None:
+        self._rules = value
+        self._rules_get = getattr(value, "get", None)  # resolved once, not per decision
+
+    @property
+    def model(self) -> object | None:
+        """The model (or its registry handle), None for rules only."""
+        return self._model
+
+    @model.setter
+    def model(self, value: object | None) -> None:
+        self._model = value
+        self._model_get = None if value is None else getattr(value, "get", None)
+
     def _current(self) -> tuple[RuleSet, FraudScorer | None]:
-        rules = self.rules.get() if hasattr(self.rules, "get") else self.rules
-        model = self.model.get() if self.model is not None and hasattr(self.model, "get") else self.model
+        get = self._rules_get
+        rules = self._rules if get is None else get()
+        get = self._model_get
+        model = self._model if get is None else get()
         return rules, model  # type: ignore[return-value]
 
     def decide(self, tx: Tx, profile: CardProfile | None = None) -> Decision:
         """Features of ``tx`` (updating the states), then the decision."""
-        rules, model = self._current()
-        return score_one(self.engine.process(tx, profile), model, rules, tx=tx)
+        get = self._rules_get
+        rules = self._rules if get is None else get()
+        get = self._model_get
+        model = self._model if get is None else get()
+        return score_one(self.engine.process(tx, profile), model, rules, tx=tx)  # type: ignore[arg-type]
 
     def decide_rules_only(self, tx: Tx, profile: CardProfile | None = None) -> Decision:
         """The degraded decision (no model), still updating the states."""
