@@ -101,9 +101,11 @@ class CompiledForest:
         head = []
         for f in used:
             head.append(f"    f{f} = x[{self.columns[f]}]")
-            head.append(f"    if f{f} != f{f}: f{f} = {MISSING!r}")
+        con_head = list(head)
+        for f in used:
+            con_head.append(f"    if f{f} != f{f}: f{f} = {MISSING!r}")
         raw = ["def _raw(x):"] + head + ["    s = 0.0"]
-        con = ["def _contrib(x, c):"] + head + ["    s = 0.0"]
+        con = ["def _contrib(x, c):"] + con_head + ["    s = 0.0"]
 
         def cond(t: TreeArrays, i: int) -> str:
             return f"f{t.feature[i]} <= {t.threshold[i]!r}"
@@ -123,9 +125,16 @@ class CompiledForest:
                     out.append(f"{pad}else:")
 
         def expr(t: TreeArrays, node: int) -> str:
+            # NaN is read as MISSING without replacing it: ``MISSING <= thr`` is a constant, so a NaN must go
+            # left exactly when it holds. ``not (f > thr)`` is True for NaN and equals ``f <= thr`` otherwise;
+            # ``f <= thr`` is False for NaN. Either way: one comparison, no NaN check per feature.
             if node < 0:
                 return repr(t.leaf_value[~node])
-            return f"({expr(t, t.left[node])} if {cond(t, node)} else {expr(t, t.right[node])})"
+            f, thr = t.feature[node], t.threshold[node]
+            left, right = expr(t, t.left[node]), expr(t, t.right[node])
+            if MISSING <= thr:
+                return f"({right} if f{f} > {thr!r} else {left})"
+            return f"({left} if f{f} <= {thr!r} else {right})"
 
         # the margin: one expression per tree, added in tree order from 0.0 (LightGBM's order: bit-equal sums)
         terms: list[str] = []
