@@ -138,7 +138,7 @@ def demo(
             trained = {}
             for kind in tj.KINDS:
                 outcome = tj.run_job(ctx, kind, promote=True)
-                trained[kind] = {"version": outcome.version, "metrics": _headline(outcome.metrics)}
+                trained[kind] = {"version": outcome.version, "metrics": _headline(outcome.metrics, kind)}
                 typer.echo(f"      {kind:8s} {outcome.version}  {trained[kind]['metrics']}", err=True)
             return trained
 
@@ -153,7 +153,7 @@ def demo(
             return run_demo_day(settings, out / "stream", day, cards=frames["cards.parquet"],
                                 members=frames["members.parquet"], warehouse=wh, workers=workers,
                                 recharges=frames.get("recharges.parquet"),
-                                redemptions=frames.get("redemptions.parquet"))
+                                redemptions=frames.get("redemptions.parquet"), rate=400.0)
 
         summary["stream"] = steps.run("stream the last day: noida-db broker + Faust risk/points/sink agents",
                                       _stream)
@@ -185,10 +185,20 @@ def demo(
     _print_summary(summary, out)
 
 
-def _headline(metrics: dict[str, Any], n: int = 4) -> dict[str, Any]:
-    keep = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)}
-    return dict(list(keep.items())[:n])
+_HEADLINES = {
+    "churn": ("concordance", "auc_90d", "horizon_days", "test_events"),
+    "pricing": ("r2", "elasticity_median", "true_profit_uplift", "predicted_profit_uplift"),
+    "demand": ("accuracy", "wape", "mase", "mase_snaive", "coverage80", "leak_alerts"),
+    "sites": ("topk_captured_unserved", "baseline_captured_unserved", "topk_vs_baseline_ratio"),
+    "fraud": ("auc_roc", "average_precision", "review_fpr", "review_recall", "review_amount_recall"),
+}
+
+
+def _headline(metrics: dict[str, Any], kind: str = "", n: int = 6) -> dict[str, Any]:
+    """The metrics worth a glance for a model kind (its preferred ones first, then any numbers)."""
+    numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    keys = [k for k in _HEADLINES.get(kind, ()) if k in numeric] or list(numeric)[:n]
+    return {k: (round(numeric[k], 4) if isinstance(numeric[k], float) else numeric[k]) for k in keys[:n]}
 
 
 def _rollups(wh: Any) -> dict[str, Any]:
@@ -216,21 +226,31 @@ def _print_summary(s: dict[str, Any], out: Path) -> None:
          f"into {len(s['warehouse_rows'])} tables")
     fb = s.get("fraud_backtest", {})
     if fb:
-        echo("fraud model   " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                                           for k, v in fb.items() if not isinstance(v, dict | list))[:400])
+        rv = fb.get("review", {})
+        echo(f"fraud model   backtest on {fb.get('rows', 0):,} test transactions ({fb.get('frauds')} fraud): "
+             f"AUC {fb.get('auc_roc', 0):.3f}, AP {fb.get('average_precision', 0):.3f}, CP@100 "
+             f"{fb.get('cp_at_100', 0):.3f}; at the review threshold FPR {rv.get('fpr', 0):.2%}, recall "
+             f"{rv.get('recall', 0):.1%}, fraud amount caught {rv.get('amount_recall', 0):.1%}")
+        per = fb.get("recall_by_scenario", {})
+        echo("              recall by scenario: " + ", ".join(
+            f"{k} {v.get('recall', 0):.0%} of {v.get('frauds')}" for k, v in sorted(per.items())))
     st = s.get("stream", {})
     if st:
-        echo(f"stream        {st.get('decisions_total', st.get('events_produced'))} decisions: "
-             f"{st.get('decisions_by_outcome', {})}; fraud caught {st.get('fraud_caught')}/{st.get('fraud_total')}; "
-             f"p50/p99 {st.get('decision_latency_ms')}")
-        echo(f"              fraud by scenario: {st.get('fraud_by_scenario', {})}")
-        echo(f"points        issued {st.get('points_issued')}, reversed {st.get('points_reversed')}, "
-             f"redeemed {st.get('points_redeemed')}, expired {st.get('points_expired')}")
+        echo(f"stream        {st.get('decided', 0):,} authorisations decided by the Faust risk agent: "
+             f"{st.get('decisions_by_outcome', {})}; latency p50/p99 ms {st.get('decision_latency_ms')}; "
+             f"duplicates {st.get('duplicate_decisions')}, dead letters {st.get('dead_letters')}")
+        echo(f"              fraud flagged {st.get('fraud_caught')}/{st.get('fraud_total')} by scenario "
+             f"{st.get('fraud_caught_by_scenario', {})}; false-positive rate {st.get('false_positive_rate')}")
+        echo(f"points        issued {st.get('points_issued'):,}, reversed {st.get('points_reversed'):,}, "
+             f"redeemed {st.get('points_redeemed'):,}, expired {st.get('points_expired'):,}")
+        echo(f"              warehouse rows from the sink: {st.get('warehouse_rows_written', {})}")
     for kind, m in s.get("models", {}).items():
         echo(f"model {kind:8s}{m['version']}  {m['metrics']}")
     api = s.get("api", {})
     if api:
-        echo(f"api           {api}"[:600])
+        from serving.demo import format_summary
+
+        echo(format_summary(api))
     echo(f"reports       {s['reports']['fraud']} (fraud report + PNG), {s['reports']['models']}")
     echo(f"summary JSON  {out / 'summary.json'}")
     echo("timings (s)   " + ", ".join(f"{k.split(':')[0][:28]}={v}" for k, v in s["timings_s"].items()))
