@@ -449,8 +449,11 @@ def train_churn(ctx: TrainContext) -> TrainResult:
     ctx.progress("churn: reading members, transactions, complaints, redemptions")
     since = ctx.as_of - timedelta(days=max(ctx.window_days, 400))
     # Only attributes known at the cut-off: no `churned` flag or lifetime complaint count (both look ahead).
-    members = ctx.source.read("members", columns=["member_id", "tier", "joined", "price_sensitivity",
-                                                  "churn_date"])
+    # Attributes known at the cut-off (points balance and expiry, home location for the nearby price gap).
+    wanted = ["member_id", "tier", "joined", "price_sensitivity", "churn_date", "opening_points",
+              "points_expire_date", "home_lat", "home_lon"]
+    members = ctx.source.read("members")
+    members = members[[c for c in wanted if c in members.columns]]
     tx = ctx.read("transactions", columns=["tx_id", "ts", "member_id", "station_id", "litres", "amount_fen",
                                            "amount", "status"], since=since)
     if "amount" not in tx and "amount_fen" in tx:
@@ -459,6 +462,13 @@ def train_churn(ctx: TrainContext) -> TrainResult:
     redemptions = ctx.read("redemptions", since=since)
     if members.empty or tx.empty:
         raise JobError("churn: no members or transactions before the cut-off")
+    optional: dict[str, pd.DataFrame | None] = {}
+    for name in ("stations", "prices", "competitor_prices"):
+        try:
+            frame = ctx.source.read(name) if name == "stations" else ctx.read(name, since=since)
+        except Exception:  # noqa: BLE001 - optional inputs: the model works without them
+            frame = None
+        optional[name] = frame if frame is not None and len(frame) else None
     # Point in time: members who joined on/after the cut-off do not exist yet, and churn dates on/after it
     # are not known yet.
     m = members.copy()
@@ -471,7 +481,8 @@ def train_churn(ctx: TrainContext) -> TrainResult:
     ctx.progress(f"churn: fitting survival models on {len(m):,} members")
     model, metrics, scored = churn.train_member_churn(
         tx, m, complaints=complaints if len(complaints) else None,
-        redemptions=redemptions if len(redemptions) else None, end=pd.Timestamp(ctx.as_of), seed=ctx.seed)
+        redemptions=redemptions if len(redemptions) else None, end=pd.Timestamp(ctx.as_of), seed=ctx.seed,
+        **optional)
     feature_cols = [c for c in scored.columns if c not in ("churn_probability", "value_tier", "risk_band",
                                                            "segment", "action_level", "action")]
     sample = scored[feature_cols].head(200).reset_index(drop=True)
@@ -486,7 +497,8 @@ def train_churn(ctx: TrainContext) -> TrainResult:
 
     flat = {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
     return TrainResult(kind="churn", model=model, save=save, metrics=flat,
-                       params={"kind": getattr(model, "kind", "?"), "horizon_days": 90, "seed": ctx.seed},
+                       params={"kind": getattr(model, "kind", "?"), "horizon_days": metrics.get("horizon_days", 90),
+                               "requested_horizon_days": 90, "seed": ctx.seed},
                        features=feature_cols, sample=sample,
                        data_window={"start": str(since), "end": str(ctx.as_of), "members": len(m)},
                        fingerprint_inputs={"tx": len(tx), "members": len(m)})
