@@ -133,6 +133,45 @@ SOURCES: tuple[Source, ...] = (
 )
 
 
+class LoadInputError(ValueError):
+    """A simulator file is unreadable or lacks required columns (raised before anything is inserted)."""
+
+
+# Columns a file must have for its transform / table to make sense (checked before any insert).
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "transactions": ("tx_id", "ts", "card_id", "station_id", "status"),
+    "redemptions": ("redemption_id", "ts", "member_id", "points"),
+    "recharges": ("ts", "card_id"),
+    "members": ("member_id",),
+    "cards": ("card_id",),
+    "stations": ("station_id",),
+}
+
+
+def _columns(path: Path) -> list[str]:
+    """Column names of a file; reading the Parquet footer / CSV header detects truncated or garbage files."""
+    if path.suffix == ".csv":
+        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    pf = pq.ParquetFile(path)
+    for i in range(pf.metadata.num_row_groups):  # every row group must decode, not only the footer
+        pf.read_row_group(i, columns=[])
+    return list(pf.schema_arrow.names)
+
+
+def validate_files(found: list[tuple[Source, Path]]) -> None:
+    """Read every file's schema and check its required columns; raise :class:`LoadInputError` on the first
+    problem, so that nothing is inserted from a directory with a broken file."""
+    for source, p in found:
+        try:
+            cols = set(_columns(p))
+        except Exception as exc:  # noqa: BLE001 - pyarrow/pandas raise many kinds
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise LoadInputError(f"{p.name}: unreadable ({msg})") from None
+        missing = [c for c in REQUIRED_COLUMNS.get(source.file, ()) if c not in cols]
+        if missing:
+            raise LoadInputError(f"{p.name}: missing required column(s): {', '.join(missing)}")
+
+
 def _find(directory: Path, stem: str) -> Path | None:
     for ext in (".parquet", ".pq", ".csv"):
         p = directory / f"{stem}{ext}"
@@ -172,7 +211,8 @@ def load_dir(
 
     Keys come from ``settings`` (``sm4_key``, ``token_key``) or the explicit arguments; without either the
     development defaults of :mod:`fuelcard.settings` are used. Unknown files are ignored; a directory with
-    none of the known files is an error.
+    none of the known files is an error. Every file is read and validated (readable, required columns) before
+    anything is inserted; a broken file raises :class:`LoadInputError` and leaves the warehouse untouched.
     """
     directory = Path(path)
     if not directory.is_dir():
@@ -187,6 +227,7 @@ def load_dir(
     found = [(s, p) for s in SOURCES if (p := _find(directory, s.file)) is not None]
     if not found:
         raise FileNotFoundError(f"no simulator files in {directory} (expected e.g. transactions.parquet)")
+    validate_files(found)
     if migrate:
         wh.migrate()
     total = sum(_rows(p) for _, p in found)

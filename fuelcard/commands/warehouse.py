@@ -65,7 +65,7 @@ def load(
 ) -> None:
     """Bulk-load the simulator's Parquet files (migrates first; PII SM4-encrypted; idempotent)."""
     from warehouse import WarehouseError
-    from warehouse.loader import load_dir
+    from warehouse.loader import LoadInputError, load_dir
 
     if not directory.is_dir():
         raise CliError(f"load: not a directory: {directory}")
@@ -74,7 +74,7 @@ def load(
     with _connect(url) as wh:
         try:
             counts = load_dir(wh, directory, progress=progress, settings=settings)
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, LoadInputError) as exc:
             raise CliError(f"load: {exc}") from None
         except WarehouseError as exc:
             raise CliError(f"load: {str(exc).splitlines()[0]}") from None
