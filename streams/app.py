@@ -75,6 +75,13 @@ class StreamConfig:
     # own event loop with its own table state and publishing the authorisation, decision and changelog before
     # it answers. None = only the Kafka path.
     direct_port: int | None = None
+    # Authorisations dated more than this many seconds ahead of the processing time are dead-lettered
+    # ("far-future timestamp") instead of decided; None disables the check (e.g. replaying a future simulation).
+    max_future_skew_s: float | None = 24 * 3600.0
+
+
+class FarFutureTimestamp(ValueError):
+    """An event's timestamp lies further ahead of the processing time than the configured skew allows."""
 
 
 def dead_letter_payload(*, reason: str, raw: bytes | None, topic: str, partition: int | None,
@@ -94,6 +101,8 @@ def _reason(exc: BaseException) -> str:
         if any(e.get("type") in ("json_invalid", "json_type") for e in errs):
             return f"malformed: {errs[0]['msg']}"
         return "schema-invalid: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errs)
+    if isinstance(exc, FarFutureTimestamp):
+        return f"schema-invalid: ts: far-future timestamp ({exc})"
     if isinstance(exc, orjson.JSONDecodeError | UnicodeDecodeError):
         return f"malformed: {exc}"
     return f"processing error: {type(exc).__name__}: {exc}"
@@ -256,7 +265,14 @@ def create_app(cfg: StreamConfig) -> StreamApp:
     # is the only writer, so the state is decoded once per card (after recovery) instead of once per event.
     decoded: dict[bytes, tuple[bytes, CardRecord]] = {}
 
+    skew = cfg.max_future_skew_s
+
     def decide_auth(event: Any, auth: Authorisation, out: Outbox, bodies: list[bytes] | None) -> bytes | None:
+        if skew is not None:
+            ahead = auth.ts.timestamp() - time.time()
+            if ahead > skew:
+                raise FarFutureTimestamp(f"{auth.ts.isoformat()} is {ahead / 3600:.0f} h ahead of processing time, "
+                                         f"more than the allowed {skew / 3600:g} h")
         key = auth.card_id.encode()
         raw = card_state.data.get(key)
         hit = decoded.get(key)
@@ -494,5 +510,5 @@ def _direct_server(app: Any, sa: StreamApp, cfg: StreamConfig,
 
 
 # Re-exported for wiring convenience.
-__all__ = ["StreamApp", "StreamConfig", "create_app", "dead_letter_payload",
+__all__ = ["FarFutureTimestamp", "StreamApp", "StreamConfig", "create_app", "dead_letter_payload",
            "payment_to_points_request", "points_request_from_json", "points_request_to_json"]

@@ -27,21 +27,11 @@ def test_poison_lands_in_dead_letters_with_reasons_and_agents_keep_going(poison_
     assert d["accruals"] == d["expected_accruals"] and d["balances_wrong"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "F3 streams/app.py risk agent (and fuelcard/events.py Authorisation): an authorisation dated years ahead "
-    "(2999, +400 days) is accepted and decided; it should be dead-lettered as 'far-future timestamp' "
-    "(fix: reject ts more than a configurable skew, e.g. 1 day, ahead of the processing time)"))
 def test_far_future_timestamps_are_dead_lettered(poison_run) -> None:
     r, _ = poison_run
     assert r.details["far_future"] and set(r.details["far_future"].values()) == {"dead-lettered"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "F2 streams/app.py sink agent + streams/sinks.py: poison rows are forwarded to the warehouse writer "
-    "unvalidated, one bad row (a dict without tx_id, a year-2999 decision that DateTime cannot hold) fails the "
-    "whole micro-batch 3 times and the batch is then acknowledged: the valid rows in it never reach the "
-    "warehouse (fix: validate rows with the event models before writing, bisect a failing batch to "
-    "dead-letter the bad row, never ack unwritten rows)"))
 def test_poison_costs_no_valid_row_in_the_warehouse(poison_run) -> None:
     r, _ = poison_run
     d = r.details
