@@ -253,10 +253,15 @@ def create_app(cfg: StreamConfig) -> StreamApp:
     def dead_letter(event: Any, exc: BaseException, agent: str, out: Outbox, raw: bytes | None = None) -> None:
         stats["dead_letters"] += 1
         msg = event.message
+        reason = _reason(exc)
         if raw is None:
-            raw = event.value if isinstance(event.value, bytes) else str(event.value).encode()
+            value = event.value
+            if value is None:  # a null record value (tombstone / empty payload): nothing to keep
+                raw, reason = b"", "malformed: null value"
+            else:
+                raw = value if isinstance(value, bytes) else str(value).encode()
         out.append((dlq, msg.key if isinstance(msg.key, bytes) else None,
-                    dead_letter_payload(reason=_reason(exc), raw=raw, topic=msg.topic, partition=msg.partition,
+                    dead_letter_payload(reason=reason, raw=raw, topic=msg.topic, partition=msg.partition,
                                         offset=msg.offset, agent=agent), None))
 
     decisions, review = T.DECISIONS.name(cfg.prefix), T.REVIEW.name(cfg.prefix)
