@@ -90,10 +90,17 @@ class StreamCluster:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # Workers run in data_dir (Faust writes its <app_id>-data folder into the working directory), so every
+        # path they get must not depend on the caller's working directory.
+        env["FUELCARD_DATA_DIR"] = str(Path(os.environ.get("FUELCARD_DATA_DIR", "var")).absolute())
+        if sink.startswith("jsonl:"):
+            sink_dir, sep, tag = sink[len("jsonl:"):].partition("::")
+            sink = f"jsonl:{Path(sink_dir).absolute()}{sep}{tag}"
+        run_dir = self.data_dir.absolute()
         for k in range(n):
             i = len(self.procs)
             prof = os.environ.get("FUELCARD_WORKER_PROFILE")  # a directory: profile workers with cProfile
-            pre = ["-m", "cProfile", "-o", f"{prof}/worker-{i}.prof"] if prof else []
+            pre = ["-m", "cProfile", "-o", f"{Path(prof).absolute()}/worker-{i}.prof"] if prof else []
             cmd = [sys.executable, *pre, "-m", "streams.worker", "--broker", self.url, "--prefix", str(self.prefix),
                    "--app-id", f"{app_id}-w{k}" if sharded else app_id,
                    # with static shards every worker is its own group: only worker 0 may run the non-risk
@@ -102,16 +109,17 @@ class StreamCluster:
                    "--take-max", str(self.take_max), "--take-within", str(self.take_within_s),
                    "--loglevel", self.loglevel]
             if self.directory:
-                cmd += ["--directory", str(self.directory)]
+                cmd += ["--directory", str(Path(self.directory).absolute())]
             if sharded:
                 cmd += ["--shard", f"{k}/{n}"]
             if self.artifacts:
-                cmd += ["--artifacts", str(self.artifacts)]
+                cmd += ["--artifacts", str(Path(self.artifacts).absolute())]
             if self.direct_port_base and "risk" in agents.split(","):
                 cmd += ["--direct-port", str(self.direct_port_base + k)]
             with open(logs / f"worker-{i}.log", "ab") as fh:
                 self.procs.append(subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,  # noqa: S603
-                                                   stdin=subprocess.DEVNULL, env=env, start_new_session=True))
+                                                   stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                                   cwd=run_dir))
 
     def check_workers(self) -> None:
         """Raise if a worker died."""
