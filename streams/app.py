@@ -39,7 +39,7 @@ from fuelcard.events import PointsRedemption as Redemption
 from streams import topics as T
 from streams.directory import CardDirectory
 from streams.engine import CardRecord, RiskEngine, dump_record, load_record
-from streams.sinks import NullSink, Sink
+from streams.sinks import SOURCE_VALIDATED_KINDS, NullSink, Sink, validate_row
 
 log = logging.getLogger(__name__)
 
@@ -408,30 +408,63 @@ def create_app(cfg: StreamConfig) -> StreamApp:
         @app.agent(app.topic(*kind_of, key_type=bytes, value_type=bytes, key_serializer="raw",
                              value_serializer="raw"), name="sink")
         async def sink(stream: Any) -> Any:
+            out: Outbox = []
             async for batch in stream.take_events(cfg.sink_batch, within=cfg.sink_within_s):
-                groups: dict[str, list[dict[str, Any]]] = {}
+                groups: dict[str, list[tuple[dict[str, Any], Any, bool]]] = {}
                 for event in batch:
+                    kind = kind_of[event.message.topic]
                     try:
                         row = orjson.loads(event.value)
-                        rows_ = row if isinstance(row, list) else [row]  # envelopes carry several rows
-                        groups.setdefault(kind_of[event.message.topic], []).extend(
-                            r for r in rows_ if isinstance(r, dict))
                     except Exception:  # noqa: BLE001, S112 - the source agents dead-letter bad events already
+                        if kind not in SOURCE_VALIDATED_KINDS:
+                            dead_letter(event, ValueError("not JSON"), "sink", out)
                         continue
-                for kind, rows in groups.items():
-                    # The sink agent has its own consumer position, so a slow or failing warehouse delays only
-                    # the warehouse, never decisions or points. Writes are idempotent (rows carry event ids),
-                    # so retrying a batch is safe.
-                    for attempt in range(3):
+                    is_env = isinstance(row, list)  # envelopes carry several rows
+                    for r in (row if is_env else [row]):
                         try:
-                            cfg.sink.write(kind, rows)
-                            stats["sunk"] += len(rows)
-                            break
-                        except Exception:
-                            log.exception("sink write of %d %s rows failed (attempt %d)", len(rows), kind,
-                                          attempt + 1)
-                            await asyncio.sleep(0.5 * (attempt + 1))
+                            if not isinstance(r, dict):
+                                raise ValueError("row is not a JSON object")
+                            validate_row(kind, r, max_future_skew_s=skew)
+                        except Exception as exc:  # noqa: BLE001
+                            if kind not in SOURCE_VALIDATED_KINDS:
+                                dead_letter(event, exc, "sink", out, raw=orjson.dumps(r) if is_env else None)
+                            continue
+                        groups.setdefault(kind, []).append((r, event, is_env))
+                # authorisations first: payments and decisions of the same batch take their time and station
+                for kind in sorted(groups, key=lambda k: k != T.AUTHORISATIONS.suffix):
+                    await write_rows(kind, groups[kind], out)
+                await sa.publish(out)
+                # Only now (every row written or dead-lettered) may the batch be acknowledged.
                 yield len(batch)
+
+        async def write_rows(kind: str, items: list[tuple[dict[str, Any], Any, bool]], out: Outbox) -> None:
+            """Write rows until they are stored: while the sink is unreachable retry with capped backoff (never
+            acknowledge unwritten rows); if it is reachable the rows are at fault: split the batch, and
+            dead-letter a single row that keeps failing."""
+            healthy = getattr(cfg.sink, "healthy", None)
+            delay, failures = 0.25, 0
+            while True:
+                try:
+                    cfg.sink.write(kind, [r for r, _, _ in items])
+                    stats["sunk"] += len(items)
+                    return
+                except Exception as exc:  # noqa: BLE001
+                    failures += 1
+                    up = healthy() if healthy is not None else failures >= 3
+                    if up and len(items) > 1:
+                        mid = len(items) // 2
+                        await write_rows(kind, items[:mid], out)
+                        await write_rows(kind, items[mid:], out)
+                        return
+                    if up and failures >= 3:
+                        log.error("sink: dead-lettering a %s row the warehouse rejects: %s", kind, exc)
+                        r, event, is_env = items[0]
+                        dead_letter(event, exc, "sink", out, raw=orjson.dumps(r) if is_env else None)
+                        return
+                    log.warning("sink write of %d %s rows failed (attempt %d, retry in %.1fs): %s", len(items), kind,
+                                failures, delay, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
 
         sa.agents["sink"] = sink
 

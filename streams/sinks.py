@@ -94,6 +94,14 @@ class WarehouseSink:
         self.include = include or WAREHOUSE_KINDS
         self._auths: dict[str, dict[str, Any]] = {}
 
+    def healthy(self) -> bool:
+        """True when the warehouse answers (a failed write is then caused by its rows, not an outage)."""
+        try:
+            self.wh.version()
+        except Exception:  # noqa: BLE001 - any failure means "not reachable now"
+            return False
+        return True
+
     def write(self, kind: str, rows: list[dict[str, Any]]) -> None:
         if kind == "authorisations":
             for r in rows:  # remember authorisation time/station for later capture/refund/decision rows
@@ -108,6 +116,58 @@ class WarehouseSink:
         for table, df in warehouse_frames(grouped, include=include).items():
             if len(df):
                 self.wh.insert_df(table, df)
+
+
+# Rows of the source topics are validated (and dead-lettered) by the agents that consume them; the sink only
+# drops those. Rows of topics nobody else validates are dead-lettered by the sink itself.
+SOURCE_VALIDATED_KINDS = frozenset({"authorisations", "payments", "redemptions"})
+_REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
+    "decisions": ("tx_id", "ts", "outcome"),
+    "points-ledger": ("movement_id", "ts", "kind", "points"),
+    "recharges": ("recharge_id", "ts", "card_id", "amount_fen"),
+}
+# ClickHouse DateTime holds 1970-01-01 .. 2106-02-07
+_TS_MIN, _TS_MAX = 0.0, 4_294_967_295.0
+
+
+def validate_row(kind: str, row: dict[str, Any], *, max_future_skew_s: float | None = None,
+                 now: float | None = None) -> None:
+    """Raise (``ValueError`` or pydantic ``ValidationError``) if a sink row cannot be stored in the warehouse:
+    not the event model of its kind, required keys missing, or a timestamp outside DateTime's range (or, for
+    authorisations, further ahead of ``now`` than ``max_future_skew_s``, like the risk agent)."""
+    import time
+
+    import pandas as pd
+
+    from fuelcard.events import Authorisation, Cancel, Capture, PointsRedemption, Refund
+
+    if kind == "authorisations":
+        Authorisation.model_validate(row)
+    elif kind == "payments":
+        model = {"capture": Capture, "cancel": Cancel, "refund": Refund}.get(row.get("kind"))  # type: ignore[arg-type]
+        if model is None:
+            raise ValueError(f"unknown payment kind {row.get('kind')!r}")
+        model.model_validate(row)
+    elif kind == "redemptions":
+        PointsRedemption.model_validate(row)
+    else:
+        missing = [k for k in _REQUIRED_KEYS.get(kind, ()) if row.get(k) is None]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+        for k in ("points", "amount_fen"):
+            if k in _REQUIRED_KEYS.get(kind, ()):
+                int(row[k])
+    ts = pd.Timestamp(row["ts"]) if row.get("ts") is not None else None
+    if ts is not None:
+        if ts.tzinfo is None:
+            ts = ts.tz_localize("UTC")
+        secs = ts.timestamp()
+        if not _TS_MIN <= secs <= _TS_MAX:
+            raise ValueError(f"ts: {row['ts']} outside the warehouse's DateTime range")
+        if kind == "authorisations" and max_future_skew_s is not None:
+            ahead = secs - (time.time() if now is None else now)
+            if ahead > max_future_skew_s:
+                raise ValueError(f"ts: far-future timestamp ({row['ts']})")
 
 
 def make_sink(spec: str | None) -> Sink:

@@ -73,10 +73,6 @@ def test_broker_keeps_acknowledged_writes_across_restart(tmp_path: Path) -> None
     assert r.lost == 0, r.details
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "F2 streams/app.py sink agent: after 3 failed sink.write attempts (~3 s) the micro-batch is acknowledged "
-    "anyway, so rows written while the warehouse is down are lost (fix: retry until written, with backoff; "
-    "never ack an unwritten batch)"))
 def test_warehouse_server_restart_mid_sink_loses_nothing(tmp_path: Path, fault_ch: Any) -> None:
     """Case 2b: clickhouse-server stopped for 6 s while the sink writes, then started again."""
     r = H.case_warehouse_restart(tmp_path, fault_ch, fault_ch.url("faults_wh"), members=200)
