@@ -94,6 +94,35 @@ class WarehouseSink:
         self.include = include or WAREHOUSE_KINDS
         self._auths: dict[str, dict[str, Any]] = {}
 
+    _AUTH_COLUMNS = ("ts", "station_id", "product", "terminal_id", "device_id", "region", "lat", "lon",
+                     "amount_fen")
+
+    def stored_authorisations(self, tx_ids: set[str], chunk: int = 200) -> dict[str, dict[str, Any]]:
+        """Authorisation time, station and product of purchases already in ``fact_transactions`` (the
+        earliest version of each), as authorisation-like rows keyed by tx_id; unknown ids are left out."""
+        import pandas as pd
+
+        out: dict[str, dict[str, Any]] = {}
+        ids = sorted(tx_ids)
+        cols = ", ".join(("tx_id", "version", *self._AUTH_COLUMNS))
+        for i in range(0, len(ids), chunk):
+            part = ids[i:i + chunk]
+            marks = ", ".join(f"{{t{j}:String}}" for j in range(len(part)))
+            df = self.wh.query_df(f"SELECT {cols} FROM fact_transactions WHERE tx_id IN ({marks})",  # noqa: S608
+                                  {f"t{j}": t for j, t in enumerate(part)})
+            if df.empty:
+                continue
+            df = df.sort_values(["tx_id", "version"]).drop_duplicates("tx_id", keep="first")
+            for rec in df.to_dict("records"):
+                ts = pd.Timestamp(rec["ts"])
+                ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
+                row = {k: rec[k] for k in self._AUTH_COLUMNS if k in rec and rec[k] is not None}
+                row.update(tx_id=str(rec["tx_id"]), ts=ts.isoformat())
+                if "amount_fen" in row:
+                    row["amount_fen"] = int(row["amount_fen"])
+                out[row["tx_id"]] = row
+        return out
+
     def healthy(self) -> bool:
         """True when the warehouse answers (a failed write is then caused by its rows, not an outage)."""
         try:
@@ -111,6 +140,10 @@ class WarehouseSink:
                     del self._auths[k]
         grouped: dict[str, dict[str, dict[str, Any]]] = {kind: {row_id(kind, r): r for r in rows}}
         if kind != "authorisations":
+            if kind in ("payments", "decisions"):
+                missing = {str(r["tx_id"]) for r in rows if r.get("tx_id") and r["tx_id"] not in self._auths}
+                if missing:  # sink restarted since the authorisation was written: its time is in the warehouse
+                    self._auths.update(self.stored_authorisations(missing))
             grouped["authorisations"] = self._auths
         include = tuple(k for k in self.include if k == kind)
         for table, df in warehouse_frames(grouped, include=include).items():

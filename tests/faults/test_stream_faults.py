@@ -81,11 +81,6 @@ def test_warehouse_server_restart_mid_sink_loses_nothing(tmp_path: Path, fault_c
     assert r.lost == 0, r.details
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "F1 streams/sinks.py WarehouseSink.write: a payment whose authorisation is not in the in-memory _auths "
-    "cache (after a sink restart, or sorted first in a micro-batch) gets ts = its own time, which splits the "
-    "purchase into two fact_transactions rows (fix: look the authorisation time up in the warehouse on a "
-    "cache miss, and write authorisations before payments in each batch)"))
 def test_sink_keeps_authorisation_time_for_payments(fault_ch: Any) -> None:
     """A refund written by a freshly started sink (its cache is empty) must update the same purchase row."""
     from streams.sinks import WarehouseSink
