@@ -1,0 +1,67 @@
+"""Fast, broker-less checks of the stream fixes tracked in docs/FAULTS.md (F2 row validation, F3 far-future
+authorisations, F7 null values); the end-to-end cases are in test_stream_faults.py and test_poison.py."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from fuelcard.events import Authorisation
+from streams.app import StreamConfig, create_app
+from streams.engine import BaselineEngine
+from streams.sinks import validate_row
+
+
+def _auth(tx: str, ts: datetime) -> bytes:
+    return Authorisation(tx_id=tx, ts=ts, card_id="c1", station_id="S1", product="95", amount_fen=30_000,
+                         lat=30.0, lon=120.0).model_dump_json().encode()
+
+
+@pytest.fixture
+def built():
+    sa = create_app(StreamConfig(broker_url="kafka://127.0.0.1:1", prefix="t", app_id="test-units",
+                                 engine=BaselineEngine(), take_within_s=0.001))
+    sent: list[tuple[str, bytes | None, bytes, int | None]] = []
+
+    async def publish(out):
+        sent.extend(out)
+        out.clear()
+
+    sa.publish = publish
+    return sa, sent
+
+
+async def test_far_future_authorisation_is_dead_lettered_and_null_value_has_empty_raw(built) -> None:
+    sa, sent = built
+    now = datetime.now(UTC)
+    async with sa.agents["risk"].test_context() as agent:
+        await agent.put(_auth("ok", now - timedelta(days=30)), key=b"c1")
+        await agent.put(_auth("future", now + timedelta(days=400)), key=b"c1")
+        await agent.put(None, key=b"c1")
+    decided = [orjson.loads(v)["tx_id"] for t, _, v, _ in sent if t == "t.decisions"]
+    dead = [orjson.loads(v) for t, _, v, _ in sent if t == "t.dead-letters"]
+    assert decided == ["ok"]
+    assert len(dead) == 2
+    assert dead[0]["reason"].startswith("schema-invalid: ts: far-future timestamp")
+    assert dead[1]["reason"] == "malformed: null value"
+    assert dead[1]["raw"] == "" and base64.b64decode(dead[1]["raw_b64"]) == b""
+
+
+def test_validate_row_rejects_what_the_warehouse_cannot_store() -> None:
+    ts = "2026-01-01T06:00:00+00:00"
+    validate_row("points-ledger", {"movement_id": "m1", "ts": ts, "kind": "accrual", "points": 5})
+    validate_row("payments", {"kind": "capture", "tx_id": "t1", "ts": ts, "card_id": "c1", "station_id": "S1",
+                              "product": "95", "amount_fen": 100})
+    with pytest.raises(ValueError):
+        validate_row("decisions", {"ts": ts, "outcome": "approve"})  # no tx_id
+    with pytest.raises(ValueError):
+        validate_row("points-ledger", {"movement_id": "m1", "ts": "2999-01-01T00:00:00+00:00", "kind": "accrual",
+                                       "points": 5})
+    with pytest.raises(ValueError):
+        validate_row("authorisations", {"tx_id": "t1"})
+    with pytest.raises(ValueError):
+        validate_row("authorisations", orjson.loads(_auth("t2", datetime.now(UTC) + timedelta(days=3))),
+                     max_future_skew_s=86_400)
