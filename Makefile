@@ -32,10 +32,10 @@ up: setup
 
 ## test: the whole suite, integration tests included (they start their own services)
 test: setup
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/python -m tests.run_suite $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not integration and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m tests.run_suite -m "not integration and not slow" $(PYTEST_ARGS)
 
 ## bench: every benchmark, or one with BENCH=name
 bench: setup
