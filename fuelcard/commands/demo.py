@@ -126,23 +126,8 @@ def demo(
             f"fraud backtest: train {train_start}..{train_end}, delay 7 d, test {test_start}..{test_end}", _fraud)
 
         # 4. train every model from the warehouse into the registry -----------------------------------
-        def _train() -> dict[str, Any]:
-            from fuelcard.commands import train_jobs as tj
-            from models.registry import Registry
-
-            source = tj.WarehouseSource(wh)
-            ctx = tj.TrainContext(source=source, registry=Registry(settings.registry_dir),
-                                  as_of=tj.default_as_of(source), window_days=365, seed=seed,
-                                  truth_path=sim_dir / "ground_truth" / "truth.json", warehouse=wh,
-                                  reports_dir=reports)
-            trained = {}
-            for kind in tj.KINDS:
-                outcome = tj.run_job(ctx, kind, promote=True)
-                trained[kind] = {"version": outcome.version, "metrics": _headline(outcome.metrics, kind)}
-                typer.echo(f"      {kind:8s} {outcome.version}  {trained[kind]['metrics']}", err=True)
-            return trained
-
-        summary["models"] = steps.run("train churn, pricing, demand, sites, fraud into the registry", _train)
+        summary["models"] = steps.run("train churn, pricing, demand, sites, fraud into the registry",
+                                      lambda: _train_all(wh, settings.registry_dir, sim_dir, reports, seed))
 
         # 5. stream the last simulated day through the broker and the Faust agents --------------------
         def _stream() -> dict[str, Any]:
@@ -192,6 +177,24 @@ _HEADLINES = {
     "sites": ("topk_captured_unserved", "baseline_captured_unserved", "topk_vs_baseline_ratio"),
     "fraud": ("auc_roc", "average_precision", "review_fpr", "review_recall", "review_amount_recall"),
 }
+
+
+def _train_all(wh: Any, registry_dir: Path, sim_dir: Path, reports: Path, seed: int) -> dict[str, Any]:
+    """Train every model kind from the warehouse into the registry (promoted); returns version and headline
+    metrics per kind. Shared by ``demo`` and ``up``."""
+    from fuelcard.commands import train_jobs as tj
+    from models.registry import Registry
+
+    source = tj.WarehouseSource(wh)
+    ctx = tj.TrainContext(source=source, registry=Registry(registry_dir), as_of=tj.default_as_of(source),
+                          seed=seed, truth_path=sim_dir / "ground_truth" / "truth.json", warehouse=wh,
+                          reports_dir=reports)
+    trained = {}
+    for kind in tj.KINDS:
+        outcome = tj.run_job(ctx, kind, promote=True)
+        trained[kind] = {"version": outcome.version, "metrics": _headline(outcome.metrics, kind)}
+        typer.echo(f"      {kind:8s} {outcome.version}  {trained[kind]['metrics']}", err=True)
+    return trained
 
 
 def _headline(metrics: dict[str, Any], kind: str = "", n: int = 6) -> dict[str, Any]:
@@ -360,17 +363,8 @@ def up(
     else:
         steps.done += 1
     if not registry.kinds():
-        def _train() -> None:
-            from fuelcard.commands import train_jobs as tj
-
-            source = tj.WarehouseSource(wh)
-            ctx = tj.TrainContext(source=source, registry=registry, as_of=tj.default_as_of(source), seed=seed,
-                                  truth_path=sim_dir / "ground_truth" / "truth.json", warehouse=wh,
-                                  reports_dir=out / "reports")
-            for kind in tj.KINDS:
-                tj.run_job(ctx, kind, promote=True)
-
-        steps.run("train every model into the registry", _train)
+        steps.run("train every model into the registry",
+                  lambda: _train_all(wh, settings.registry_dir, sim_dir, out / "reports", seed))
     else:
         steps.done += 1
 
