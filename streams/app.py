@@ -191,9 +191,9 @@ def _table_put(table: Any, event: Any, key: bytes, value: bytes, out: Outbox) ->
 
 def create_app(cfg: StreamConfig) -> StreamApp:
     """Build the Faust app with the agents named in ``cfg.agents``."""
-    from streams.engine import BaselineEngine
+    from streams.engine import load_engine
 
-    engine: RiskEngine = cfg.engine or BaselineEngine()
+    engine: RiskEngine = cfg.engine or load_engine()
     app = faust.App(
         cfg.app_id,
         broker=cfg.broker_url,

@@ -30,12 +30,10 @@ class CoreRiskEngine:
             else rules.load_rules(rules_path)
         self.model = model
         if model is None and artifacts_dir is not None:
-            try:
-                from models.fraud import ModelHandle
+            from models.fraud import ModelHandle
 
-                self.model = ModelHandle(artifacts_dir)
-            except Exception:  # noqa: BLE001 - no registry yet: rules-only until a model is promoted
-                self.model = None
+            # No promoted version yet → the handle yields None (rules-only) until one is promoted.
+            self.model = ModelHandle(artifacts_dir)
         self.fe = features.FeatureEngine()
         self.profiles = profiles or {}
 
@@ -71,6 +69,10 @@ class CoreRiskEngine:
         """JSON-ready form of a card state (for the table's changelog)."""
         return state.to_dict()
 
+    def state_bytes(self, state: Any) -> bytes:
+        """The state's own compact serialisation (same JSON as :meth:`dump_state`, without the dict)."""
+        return state.to_bytes()
+
     def load_state(self, d: Any) -> Any:
         """Inverse of :meth:`dump_state`."""
         return self._features.CardState.from_dict(d)
@@ -86,11 +88,10 @@ class CoreRiskEngine:
         return self._score_one(vec, None, rules, tx=tx)  # model=None: the core marks it degraded
 
 
-def build(artifacts_dir: str | Path | None = None) -> CoreRiskEngine | None:
-    """The core engine, or None when the scoring core is not importable / not usable yet."""
+def build(artifacts_dir: str | Path | None = None) -> CoreRiskEngine:
+    """The core engine, smoke-tested once; raises (loudly) when the scoring core is not importable or usable."""
     try:
         engine = CoreRiskEngine(artifacts_dir=artifacts_dir)
-        # Smoke-test the interface once so a half-finished core falls back to the baseline, loudly in logs.
         from datetime import UTC, datetime
 
         probe = Authorisation(tx_id="bridge-probe", ts=datetime(2026, 1, 1, tzinfo=UTC), card_id="bridge-probe",
@@ -98,9 +99,7 @@ def build(artifacts_dir: str | Path | None = None) -> CoreRiskEngine | None:
         engine.decide(None, probe)
         engine.decide_degraded(probe)
         engine.fe = engine._features.FeatureEngine()  # forget the probe
-        return engine
-    except Exception:  # noqa: BLE001
-        import logging
-
-        logging.getLogger(__name__).exception("scoring core not usable; falling back to the baseline engine")
-        return None
+    except Exception as exc:
+        raise RuntimeError(f"the risk scoring core cannot be loaded (registry {artifacts_dir!s}): "
+                           f"{type(exc).__name__}: {exc}") from exc
+    return engine

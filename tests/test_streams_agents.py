@@ -10,7 +10,7 @@ import pytest
 from fuelcard.events import Authorisation, Cancel, Capture, PointsRedemption, Refund
 from streams.app import StreamConfig, create_app, points_request_from_json, points_request_to_json
 from streams.directory import CardDirectory
-from streams.engine import BaselineEngine, load_record
+from streams.engine import load_engine, load_record
 
 T0 = datetime(2026, 3, 1, 2, tzinfo=UTC)
 
@@ -25,7 +25,7 @@ def built():
     directory = CardDirectory(cards={"c1": "m1", "c2": "m2"},
                               members={"m1": ("gold", "f1"), "m2": ("standard", "f1")})
     sa = create_app(StreamConfig(broker_url="kafka://127.0.0.1:1", prefix="t", app_id="test-app",
-                                 engine=BaselineEngine(), directory=directory, take_within_s=0.001))
+                                 engine=load_engine(), directory=directory, take_within_s=0.001))
     sent: list[tuple[str, bytes | None, bytes, int | None]] = []
 
     async def publish(out):  # the outgoing sends, captured instead of produced
@@ -49,8 +49,8 @@ async def test_risk_agent_decides_keeps_state_and_dedupes(built):
     decisions = _to(sent, "t.decisions")
     assert [d["tx_id"] for d in decisions] == ["t1", "t2"]
     assert sa.stats["duplicates"] == 1
-    rec = load_record(sa.card_state.data[b"c1"])
-    assert rec.recent == ("t1", "t2") and len(rec.state.recent) == 2
+    rec = load_record(sa.card_state.data[b"c1"], sa.config.engine)
+    assert rec.recent == ("t1", "t2") and len(rec.state.ts) == 2 and rec.state.n_total == 2
     changelog = [t for t, *_ in sent if t.endswith("card_state-changelog")]
     assert len(changelog) == 2
 

@@ -10,7 +10,7 @@ import pytest
 from fuelcard.events import Authorisation
 from streams import topics as T
 from streams.broker import bootstrap_servers
-from streams.engine import BaselineEngine, CardRecord, dump_record, load_record
+from streams.engine import CardRecord, dump_record, load_engine, load_record
 from streams.feed import day_events, to_records
 from streams.loadgen import percentile, synthetic_authorisations
 from streams.sinks import JsonlSink, MemorySink, read_jsonl_dir, row_id, warehouse_frames
@@ -84,7 +84,7 @@ def test_warehouse_frames_map_stream_rows_to_fact_tables():
     for _, suffix, e in ev:
         d = e.model_dump(mode="json")
         by_kind.setdefault(suffix, {})[row_id(suffix, d)] = d
-    eng = BaselineEngine()
+    eng = load_engine()
     dec = eng.decide(None, ev[0][2])[1].model_dump(mode="json")
     by_kind["decisions"] = {dec["tx_id"]: dec}
     by_kind["points-ledger"] = {"accrual:t1": {"movement_id": "accrual:t1", "ts": T0.isoformat(), "kind": "accrual",
@@ -111,15 +111,32 @@ def test_card_record_roundtrip_and_bounded_memory():
     assert load_record(None) is None
 
 
-def test_baseline_engine_flags_impossible_travel_and_degraded_is_stateless():
-    eng = BaselineEngine()
+def test_engine_is_the_core_flags_impossible_travel_and_degraded_is_stateless():
+    eng = load_engine()  # no registry: the real core, rules-only
+    assert type(eng).__name__ == "CoreRiskEngine" and eng.model_version == "rules-only"
     t = datetime(2026, 3, 1, 4, tzinfo=UTC)
     a1 = Authorisation(tx_id="a", ts=t, card_id="c", station_id="S1", product="95", amount_fen=100, lat=30, lon=120)
-    a2 = a1.model_copy(update={"tx_id": "b", "ts": t + timedelta(minutes=10), "lat": 39.9, "lon": 116.4})
+    a2 = a1.model_copy(update={"tx_id": "b", "ts": t + timedelta(minutes=10), "station_id": "S2",
+                               "lat": 39.9, "lon": 116.4})
     st, d1 = eng.decide(None, a1)
-    _, d2 = eng.decide(st, a2)
-    assert d1.outcome == "approve" and d2.outcome == "decline" and "IMPOSSIBLE" in d2.reasons[0]
+    rec = load_record(dump_record(CardRecord(None).advance(st, "a"), eng), eng)  # through the changelog form
+    _, d2 = eng.decide(rec.state, a2)
+    assert d1.outcome == "approve" and d2.outcome == "decline" and "IMPOSSIBLE_TRAVEL" in d2.reasons
     assert eng.decide_degraded(a2).outcome == "approve" and eng.decide_degraded(a2).degraded
+
+
+def test_load_engine_fails_loudly(monkeypatch, tmp_path):
+    from streams import core_bridge
+
+    with pytest.raises(RuntimeError, match="no promoted fraud model"):
+        load_engine(artifacts_dir=tmp_path, require_model=True)
+
+    def broken(*a, **kw):
+        raise ImportError("scoring core half-finished")
+
+    monkeypatch.setattr(core_bridge, "CoreRiskEngine", broken)
+    with pytest.raises(RuntimeError, match="cannot be loaded.*half-finished"):
+        load_engine(artifacts_dir=tmp_path)
 
 
 def test_percentile():

@@ -12,10 +12,34 @@ from fastapi.testclient import TestClient
 
 from fuelcard.events import Authorisation
 from serving.risk import RiskService, RiskServiceConfig, create_app
-from streams.engine import BaselineEngine
+from streams.core_bridge import CoreRiskEngine
 
 AUTH = Authorisation(tx_id="t1", ts=datetime(2026, 3, 1, 2, tzinfo=UTC), card_id="c1", station_id="S1",
                      product="95", amount_fen=30_000)
+
+
+def _tiny_model():
+    """A real (tiny) fraud model: the stream's decisions are model decisions, not the degraded rules-only ones."""
+    import lightgbm as lgb
+    import numpy as np
+
+    from models.fraud import FraudModel
+    from models.fraud.compiled import trees_from_lightgbm
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 2000, (400, 1))
+    booster = lgb.train({"objective": "binary", "num_leaves": 4, "verbose": -1, "num_threads": 1, "seed": 1},
+                        lgb.Dataset(x, (x[:, 0] > 1900).astype(float)), num_boost_round=3)
+    return FraudModel("stream-test-model", ["amount"], trees_from_lightgbm(booster), review_threshold=0.99,
+                      decline_threshold=0.999)
+
+
+_MODEL = _tiny_model()
+
+
+def load_engine() -> CoreRiskEngine:
+    """The real scoring core with the tiny model."""
+    return CoreRiskEngine(model=_MODEL)
 
 
 class FakeStream:
@@ -23,7 +47,7 @@ class FakeStream:
 
     def __init__(self, svc: RiskService, delay_s: float = 0.001) -> None:
         self.svc, self.delay_s, self.sent = svc, delay_s, []
-        self.engine, self.state = BaselineEngine(), {}
+        self.engine, self.state = load_engine(), {}
 
     async def send(self, topic, value, key=None):
         self.sent.append((topic, key, value))
@@ -50,7 +74,7 @@ def _wire(svc: RiskService, delay_s: float) -> FakeStream:
 
 async def test_decision_comes_from_the_stream_with_card_state():
     svc = RiskService(RiskServiceConfig(bootstrap="127.0.0.1:1", prefix="p", budget_ms=200),
-                      engine=BaselineEngine())
+                      engine=load_engine())
     fake = _wire(svc, 0.001)
     try:
         d1 = await svc.decide(AUTH)
@@ -58,7 +82,7 @@ async def test_decision_comes_from_the_stream_with_card_state():
         # the same card again, 1 minute later: the stream's state sees the first one
         for i in range(4):
             d = await svc.decide(AUTH.model_copy(update={"tx_id": f"t{i + 2}"}))
-        assert not d.degraded and any("VELOCITY" in r for r in d.reasons)
+        assert not d.degraded and "FREQ_CAP_1H" in d.reasons  # the core's velocity rule
         again = await svc.decide(AUTH)  # a retried request gets the decision already made
         assert again == d1 and svc.counts["cached"] == 1
     finally:
@@ -66,22 +90,22 @@ async def test_decision_comes_from_the_stream_with_card_state():
 
 
 async def test_slow_stream_answers_degraded_within_budget():
-    svc = RiskService(RiskServiceConfig(bootstrap="127.0.0.1:1", budget_ms=30), engine=BaselineEngine())
+    svc = RiskService(RiskServiceConfig(bootstrap="127.0.0.1:1", budget_ms=30), engine=load_engine())
     _wire(svc, 0.5)
     try:
         t0 = time.perf_counter()
-        d = await svc.decide(AUTH.model_copy(update={"amount_fen": 200_000}))
+        d = await svc.decide(AUTH.model_copy(update={"amount_fen": 1_000_000}))
         elapsed_ms = (time.perf_counter() - t0) * 1000
         assert d.degraded and "DEGRADED_STREAM_TIMEOUT" in d.reasons and elapsed_ms < 30 + 20
-        assert any(r.startswith("R-AMT-HIGH") for r in d.reasons)  # stateless rules still apply
+        assert "DAILY_SPEND_EXTREME" in d.reasons  # rules on the authorisation alone still apply
         await asyncio.sleep(0.6)  # the stream's late decision is kept for a retry
-        assert not (await svc.decide(AUTH.model_copy(update={"amount_fen": 200_000}))).degraded
+        assert not (await svc.decide(AUTH.model_copy(update={"amount_fen": 1_000_000}))).degraded
     finally:
         await svc.close()
 
 
 def test_unreachable_broker_answers_degraded_over_http():
-    svc = RiskService(RiskServiceConfig(bootstrap="127.0.0.1:9", budget_ms=20), engine=BaselineEngine())
+    svc = RiskService(RiskServiceConfig(bootstrap="127.0.0.1:9", budget_ms=20), engine=load_engine())
     app = create_app(service=svc)
     with TestClient(app) as client:
         t0 = time.perf_counter()
@@ -98,7 +122,7 @@ def test_unreachable_broker_answers_degraded_over_http():
 @pytest.mark.parametrize("payload", [b"{}", b"not json", orjson.dumps({**orjson.loads(AUTH.model_dump_json()),
                                                                         "amount_fen": -5})])
 def test_invalid_authorisation_is_rejected_with_422(payload):
-    svc = RiskService(RiskServiceConfig(bootstrap="127.0.0.1:9", budget_ms=20), engine=BaselineEngine())
+    svc = RiskService(RiskServiceConfig(bootstrap="127.0.0.1:9", budget_ms=20), engine=load_engine())
     with TestClient(create_app(service=svc)) as client:
         r = client.post("/v1/risk/decide", content=payload, headers={"content-type": "application/json"})
         assert r.status_code == 422

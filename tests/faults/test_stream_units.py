@@ -11,7 +11,7 @@ import pytest
 
 from fuelcard.events import Authorisation
 from streams.app import StreamConfig, create_app
-from streams.engine import BaselineEngine
+from streams.engine import load_engine
 from streams.sinks import validate_row
 
 
@@ -23,7 +23,7 @@ def _auth(tx: str, ts: datetime) -> bytes:
 @pytest.fixture
 def built():
     sa = create_app(StreamConfig(broker_url="kafka://127.0.0.1:1", prefix="t", app_id="test-units",
-                                 engine=BaselineEngine(), take_within_s=0.001))
+                                 engine=load_engine(), take_within_s=0.001))
     sent: list[tuple[str, bytes | None, bytes, int | None]] = []
 
     async def publish(out):
