@@ -119,6 +119,59 @@ ORDER BY region, product
 """, _RANGE))
 
 _q(NamedQuery(
+    "dashboard_window",
+    "First and last day with sales in the rollup, and the number of days (the dashboard's window anchor).",
+    """
+SELECT min(date) AS first_date, max(date) AS last_date, uniqExact(date) AS days, sum(captured) AS captured
+FROM rollup_sales_daily
+"""))
+
+_q(NamedQuery(
+    "station_map",
+    "Every station's position and type with its net sales in a date range (dimension + rollup; one JOIN).",
+    """
+SELECT s.station_id AS station_id, s.name AS name, s.region AS region, s.station_type AS station_type,
+       s.lat AS lat, s.lon AS lon, r.n AS net_fen, r.c AS captured
+FROM (SELECT station_id, name, region, station_type, lat, lon FROM dim_station FINAL) AS s
+ANY LEFT JOIN (
+    SELECT station_id, sum(captured_fen - refunded_fen) AS n, sum(captured) AS c
+    FROM rollup_sales_daily
+    WHERE date >= {date_from:Date} AND date <= {date_to:Date}
+    GROUP BY station_id
+) AS r USING station_id
+ORDER BY station_id
+LIMIT {limit:UInt32}
+""", {**_RANGE, "limit": 5000}))
+
+_q(NamedQuery(
+    "member_density",
+    "Member homes counted on a grid of cell_deg degrees (cells with at least min_members; no member's own "
+    "coordinates leave the warehouse).",
+    """
+SELECT round(home_lat / {cell_deg:Float64}) * {cell_deg:Float64} AS lat,
+       round(home_lon / {cell_deg:Float64}) * {cell_deg:Float64} AS lon,
+       count() AS members
+FROM dim_member FINAL
+WHERE home_lat != 0
+GROUP BY lat, lon
+HAVING count() >= {min_members:UInt32}
+ORDER BY members DESC, lat, lon
+LIMIT {limit:UInt32}
+""", {"cell_deg": 0.02, "min_members": 3, "limit": 3000}))
+
+_q(NamedQuery(
+    "station_daily_litres",
+    "Litres sold per day and product at one station, all customers (the actuals under a demand forecast). "
+    "fact_station_sales is station x product x day sized and sorted by station: a primary-key range read.",
+    """
+SELECT date, product, sum(litres) AS litres, sum(transactions) AS transactions
+FROM fact_station_sales FINAL
+WHERE station_id = {station_id:String} AND date >= {date_from:Date} AND date <= {date_to:Date}
+GROUP BY date, product
+ORDER BY date, product
+""", {**_RANGE, "station_id": ""}))
+
+_q(NamedQuery(
     "risk_kpis_daily",
     "Risk decisions per day: total, by outcome, review rate, degraded share, mean score (rollup).",
     """

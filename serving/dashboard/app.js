@@ -1,6 +1,8 @@
-/* Dashboard: one request to /v1/dashboard/data, then every panel drawn with Charts (charts.js).
-   The API key comes from the URL fragment (#key=..., never sent to the server in a URL or logged) or the
-   key field, and is kept in this browser's localStorage. */
+/* Dashboard: one request to /v1/dashboard/data (started by the inline script in index.html before this file
+   loads), then every panel drawn with Charts (charts.js). The API key comes from the URL fragment (#key=...,
+   never sent to the server in a URL or logged) or the key field, and is kept in this browser's localStorage.
+   When every panel is drawn the page sets body[data-ready] and body[data-render-ms] (performance.now(): since
+   navigation start) and each panel's data-drawn-ms: the browser test and benchmarks/bench_dashboard.py read them. */
 (function () {
   "use strict";
   const C = window.Charts;
@@ -25,13 +27,18 @@
     c.appendChild(d);
   }
   function ok(name) { panel(name).dataset.state = "ok"; }
+  function drawn(name) { panel(name).dataset.drawnMs = performance.now().toFixed(1); }
   function shortDate(s) { return String(s).slice(5, 10); }
 
+  let emptyText = "no rows in this window";
   function draw(name, data, fn) {
-    if (!data) { message(name, "no data", true); return; }
-    if (data.error) { message(name, data.error, true); return; }
-    if (!data.rows || !data.rows.length) { message(name, "no rows in this window", false); return; }
-    try { fn(data.rows); ok(name); } catch (e) { message(name, "could not draw: " + e.message, true); }
+    if (!data) message(name, "no data", true);
+    else if (data.error) message(name, data.error, true);
+    else if (!data.rows || !data.rows.length) message(name, emptyText, false);
+    else {
+      try { fn(data.rows); ok(name); } catch (e) { message(name, "could not draw: " + e.message, true); }
+    }
+    drawn(name);
   }
 
   function kpis(p) {
@@ -44,9 +51,10 @@
     const alerts = (p.stock_alerts || {}).rows || [];
     const decisions = sum(risk, "decisions");
     const by = (o) => sum(risk.filter((r) => r.outcome === o), "decisions");
+    const none = !day.length;  // no sales in the window: dashes, not zeros that look like a dead network
     const tiles = [
-      ["Net sales", "¥" + C.fmt(yuan(sum(day, "net_fen"))), day.length + " days"],
-      ["Purchases", C.fmt(sum(day, "captured")), C.fmt(sum(day, "litres")) + " L"],
+      ["Net sales", none ? "–" : "¥" + C.fmt(yuan(sum(day, "net_fen"))), day.length + " days"],
+      ["Purchases", none ? "–" : C.fmt(sum(day, "captured")), none ? "no sales yet" : C.fmt(sum(day, "litres")) + " L"],
       ["Risk decisions", C.fmt(decisions), C.fmt(risk.reduce((a, r) => a + (Number(r.degraded) || 0), 0)) + " degraded"],
       ["Review rate", C.pct(decisions ? by("review") / decisions : null), C.fmt(by("review")) + " to review"],
       ["Decline rate", C.pct(decisions ? by("decline") / decisions : null), C.fmt(by("decline")) + " declined"],
@@ -61,9 +69,14 @@
       box.appendChild(d);
     });
     box.dataset.state = "ok";
+    box.dataset.drawnMs = performance.now().toFixed(1);
   }
 
-  function render(p) {
+  function render(p, win) {
+    const empty = !!(win && win.empty);
+    emptyText = empty ? "no sales in the warehouse yet" : "no rows in this window";
+    const banner = $("#empty");
+    banner.hidden = !empty;
     kpis(p);
     draw("sales_by_day", p.sales_by_day, (rows) => C.line(chartOf("sales_by_day"), rows.map((r) => shortDate(r.date)),
       [{ name: "net sales (¥)", color: "#2f6fde", values: rows.map((r) => yuan(r.net_fen)) }], { area: true }));
@@ -119,16 +132,20 @@
     });
   }
 
-  async function load() {
+  function request(key, days) {
+    return fetch("/v1/dashboard/data?days=" + encodeURIComponent(days), { headers: { "X-API-Key": key } });
+  }
+
+  async function load(early) {
     const key = $("#key").value.trim();
     const days = $("#days").value;
     if (!key) { $("#status").textContent = "enter an API key with the dashboard:read scope"; return; }
     localStorage.setItem("fuelcard.key", key);
     $("#status").textContent = "loading…";
-    const started = performance.now();
+    const started = early ? early.started : performance.now();
     let res;
     try {
-      res = await fetch("/v1/dashboard/data?days=" + encodeURIComponent(days), { headers: { "X-API-Key": key } });
+      res = early && early.key === key && early.days === days ? await early.promise : await request(key, days);
     } catch (e) {
       $("#status").textContent = "API not reachable";
       document.body.dataset.rendered = "error";
@@ -142,23 +159,31 @@
     }
     const body = await res.json();
     const fetched = performance.now();
-    render(body.panels || {});
+    render(body.panels || {}, body.window);
     // first render: from navigation start (performance.now() origin) to the end of the first full draw
     const ms = performance.now();
     document.body.dataset.renderMs = ms.toFixed(0);
     document.body.dataset.scriptStartMs = t0.toFixed(0);
     document.body.dataset.fetchMs = (fetched - started).toFixed(0);
     document.body.dataset.drawMs = (ms - fetched).toFixed(0);
+    document.body.dataset.cachedS = String(body.cached_s);
     document.body.dataset.rendered = "1";
-    $("#render-ms").textContent = "first render " + ms.toFixed(0) + " ms";
+    document.body.dataset.ready = "1";
+    $("#render-ms").textContent = "first render " + ms.toFixed(0) + " ms" +
+      (body.cached_s > 0 ? " · data " + Math.round(body.cached_s) + " s old" : "");
     $("#status").textContent = "updated " + new Date().toLocaleTimeString();
   }
 
-  const m = /key=([^&]+)/.exec(location.hash || "");
-  if (m) { $("#key").value = decodeURIComponent(m[1]); history.replaceState(null, "", location.pathname); }
-  else { $("#key").value = localStorage.getItem("fuelcard.key") || ""; }
+  const early = window.__dashboardEarly || null;  // the request index.html started while this file loaded
+  if (early) { $("#key").value = early.key; }
+  else {
+    const m = /key=([^&]+)/.exec(location.hash || "");
+    if (m) { $("#key").value = decodeURIComponent(m[1]); }
+    else { $("#key").value = localStorage.getItem("fuelcard.key") || ""; }
+  }
+  if (/key=/.test(location.hash || "")) history.replaceState(null, "", location.pathname);
   $("#controls").addEventListener("submit", (e) => { e.preventDefault(); load(); });
-  $("#days").addEventListener("change", load);
-  load();
+  $("#days").addEventListener("change", () => load());
+  load(early);
   setInterval(() => { if (document.visibilityState === "visible" && $("#key").value) load(); }, 60000);
 })();

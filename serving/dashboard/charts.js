@@ -19,7 +19,9 @@
   }
   function svg(container, w, h) {
     container.innerHTML = "";
-    return el("svg", { viewBox: "0 0 " + w + " " + h, preserveAspectRatio: "xMidYMid meet", role: "img" }, container);
+    const s = el("svg", { viewBox: "0 0 " + w + " " + h, preserveAspectRatio: "xMidYMid meet", role: "img" }, container);
+    tipHost(s);
+    return s;
   }
   function fmt(v) {
     if (v === null || v === undefined || isNaN(v)) return "–";
@@ -49,10 +51,14 @@
       hide() { if (d) d.style.display = "none"; },
     };
   })();
-  function hover(node, s) {
-    node.addEventListener("mousemove", (e) => tip.show(e, s));
-    node.addEventListener("mouseleave", tip.hide);
-    el("title", {}, node).textContent = s;
+  /* tooltips: one attribute per mark and one pair of listeners per chart (no per-mark nodes or listeners) */
+  function hover(node, s) { node.setAttribute("data-tip", s); }
+  function tipHost(svgEl) {
+    svgEl.addEventListener("mousemove", (e) => {
+      const s = e.target && e.target.getAttribute && e.target.getAttribute("data-tip");
+      if (s) tip.show(e, s); else tip.hide();
+    });
+    svgEl.addEventListener("mouseleave", tip.hide);
   }
   function legend(container, items) {
     const div = document.createElement("div");
@@ -257,16 +263,27 @@
     const ox = (W - sc * spanX) / 2, oy = (H - sc * spanY) / 2;
     const X = (lon) => ox + (lon - lo0) * k * sc, Y = (lat) => H - oy - (lat - la0) * sc;
     el("rect", { x: 0, y: 0, width: W, height: H, fill: "#eef2f7", rx: 6 }, s);
+    /* density: one path per shade (6 levels of sqrt(members/max)), each cell a square sub-path: a few nodes
+       whatever the number of cells */
     const dmax = Math.max.apply(null, density.map((d) => d.members).concat([1]));
-    const cell = Math.max(3, 0.02 * sc * 1.1);
+    const cell = Math.max(3, (opts.cellDeg || 0.02) * sc * 1.1);
+    const LEVELS = 6, paths = [], lo = [], hi = [];
     density.forEach((d) => {
-      const r = el("rect", { x: X(d.lon) - cell / 2, y: Y(d.lat) - cell / 2, width: cell, height: cell,
-                             fill: "#8a5cd6", "fill-opacity": 0.12 + 0.7 * Math.sqrt(d.members / dmax) }, s);
-      hover(r, d.members + " members live here");
+      const lv = Math.min(LEVELS - 1, Math.floor(Math.sqrt(d.members / dmax) * LEVELS));
+      paths[lv] = (paths[lv] || "") + "M" + (X(d.lon) - cell / 2).toFixed(1) + " " + (Y(d.lat) - cell / 2).toFixed(1) +
+        "h" + cell.toFixed(1) + "v" + cell.toFixed(1) + "h-" + cell.toFixed(1) + "z";
+      lo[lv] = Math.min(lo[lv] === undefined ? Infinity : lo[lv], d.members);
+      hi[lv] = Math.max(hi[lv] || 0, d.members);
     });
+    paths.forEach((d, lv) => {
+      if (!d) return;
+      const p = el("path", { d: d, fill: "#8a5cd6", "fill-opacity": (0.12 + 0.7 * (lv + 0.5) / LEVELS).toFixed(2) }, s);
+      hover(p, (lo[lv] === hi[lv] ? lo[lv] : lo[lv] + "–" + hi[lv]) + " members live in each of these cells");
+    });
+    const dots = el("g", { "fill-opacity": 0.85, stroke: "#fff", "stroke-width": 1 }, s);
     points.forEach((p) => {
-      const c = el("circle", { cx: X(p.lon), cy: Y(p.lat), r: p.r || 4, fill: p.color || COLORS[0],
-                               "fill-opacity": 0.85, stroke: "#fff", "stroke-width": 1 }, s);
+      const c = el("circle", { cx: X(p.lon).toFixed(1), cy: Y(p.lat).toFixed(1), r: (p.r || 4).toFixed(1),
+                               fill: p.color || COLORS[0] }, dots);
       hover(c, p.label);
     });
     return s;
