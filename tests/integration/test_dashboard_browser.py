@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 CHROMIUM = "/usr/bin/chromium"
 API_PORT = 18150
 CDP_PORT = 18151
+EMPTY_API_PORT = 19620
 SCREENSHOT_DIR = Path(__file__).resolve().parents[2] / "var" / "reports"
 MAIN_PANELS = ["sales_by_day", "sales_by_product", "sales_by_hour", "sales_by_station", "risk_daily", "risk_kpis",
                "points_flow", "churn_segments", "forecast_vs_actual", "stations_map", "stock_alerts"]
@@ -100,6 +101,45 @@ def test_dashboard_renders_every_panel_with_charts(server, chromium):
     palette = {(47, 111, 222), (240, 140, 46), (43, 176, 127)}
     pixels = set(img.getdata())
     assert len(palette & pixels) >= 2
+
+
+def test_dashboard_on_an_empty_warehouse_says_so(tmp_path, chromium):
+    """Migrated but empty (no rollup rows): a banner explains how to load data, the sales panels say there are no
+    sales yet (not an error), KPI tiles show dashes rather than zeros, and the page still reports it rendered."""
+    from fuelcard.settings import Settings
+    from models.registry import Registry
+    from serving.adapters import WarehouseSql
+    from serving.app import create_app
+    from serving.testing import open_warehouse
+
+    # chdb: one data directory per process, so the empty warehouse is a fresh database in the shared one
+    path = shared_env().root / "warehouse"
+    wh = open_warehouse(path, database="empty_dashboard")
+    wh.execute("DROP DATABASE IF EXISTS empty_dashboard")
+    wh = open_warehouse(path, database="empty_dashboard")
+    wh.migrate()
+    settings = Settings(data_dir=tmp_path, warehouse_url=f"chdb://{path}?database=empty_dashboard", env="test",
+                        kafka_bootstrap="kafka://127.0.0.1:19698")
+    app = create_app(settings, sql=WarehouseSql(wh), registry=Registry(tmp_path / "registry"))
+    with ThreadServer(app, EMPTY_API_PORT) as srv:
+        cdp = chromium
+        cdp.send("Page.navigate", url=f"{srv.url}/dashboard/#key={app.state.services.demo_keys['analyst']}")
+        assert _wait_rendered(cdp) == "1"
+        info = cdp.eval("""(() => ({
+            banner: !document.getElementById('empty').hidden && document.getElementById('empty').innerText,
+            ready: document.body.dataset.ready,
+            kpis: Array.from(document.querySelectorAll('.kpi')).map(k => k.innerText),
+            panels: Object.fromEntries(Array.from(document.querySelectorAll('[data-panel]')).map(p =>
+                [p.dataset.panel, {state: p.dataset.state || '', text: p.innerText}]))}))()""")
+    assert info["ready"] == "1"
+    assert info["banner"] and "fuelcard warehouse load" in info["banner"], info
+    for name in ("sales_by_day", "sales_by_product", "sales_by_hour", "sales_by_station", "risk_daily", "risk_kpis",
+                 "points_flow", "stations_map"):
+        assert info["panels"][name]["state"] == "empty", (name, info["panels"][name])
+        assert "no sales in the warehouse yet" in info["panels"][name]["text"], (name, info["panels"][name])
+    net = next(k for k in info["kpis"] if k.lower().startswith("net sales"))
+    assert "–" in net and "¥" not in net, info["kpis"]
+    assert "model not trained" in info["panels"]["churn_segments"]["text"]
 
 
 def test_dashboard_without_key_or_with_wrong_scope_says_so(server, chromium):
