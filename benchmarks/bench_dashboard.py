@@ -233,6 +233,8 @@ def run(seconds: float | None) -> dict:
                 api_start_s = time.perf_counter() - started
                 cold = _render(cdp, url)
                 warm = [_render(cdp, url) for _ in range(WARM_RELOADS)]
+                # a view the server has never computed (no start-up warm-up, no cache): the full query path
+                uncached = _render(cdp, url + "&days=90")
                 cpu = _cpu_s(proc.pid)
             finally:
                 _stop(proc)
@@ -245,8 +247,13 @@ def run(seconds: float | None) -> dict:
             "warm_runs_ms": [round(v, 1) for v in warm_ms],
             "panels": {k: round(v, 1) for k, v in cold["panels"].items()},
             "panels_warm": {k: round(v, 1) for k, v in warm[warm_ms.index(p50)]["panels"].items()},
+            "uncached_render_ms": round(uncached["render_ms"], 1),
+            "uncached_server_compute_ms": _num(uncached["timing"].get("computeMs")),
+            "cold_server_compute_ms": _num(cold["timing"].get("computeMs")),
+            "cold_data_age_s": _num(cold["timing"].get("cachedS")),
             "panel_states": cold["states"],
             "timing_cold": {k: v for k, v in cold["timing"].items() if k.endswith("Ms")},
+            "timing_uncached": {k: v for k, v in uncached["timing"].items() if k.endswith("Ms")},
             "svg_marks": cold["svg_marks"],
             "map_marks": cold["map_marks"],
             "api_start_s": round(api_start_s, 2),
@@ -259,6 +266,13 @@ def run(seconds: float | None) -> dict:
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _num(v: str | None) -> float | None:
+    try:
+        return round(float(v), 1) if v not in (None, "", "undefined") else None
+    except ValueError:
+        return None
 
 
 def _cpu_s(pid: int) -> float | None:

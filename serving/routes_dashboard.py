@@ -70,7 +70,7 @@ class WarehousePanels:
         rows = self._named("dashboard_window")
         r = rows[0] if rows else {}
         last = _as_date(r.get("last_date"))
-        empty = last is None or not int(r.get("captured") or 0)
+        empty = last is None or not int(r.get("rollup_rows") or 0)
         end = last if last is not None else datetime.now(UTC).date()
         start = end - timedelta(days=max(self.days, 1) - 1)
         return {"date_from": start.isoformat(), "date_to": end.isoformat(), "days": self.days, "empty": empty,
@@ -98,12 +98,16 @@ class WarehousePanels:
             return df.groupby(key, as_index=False)[cols].sum().sort_values(key).to_dict("records")
 
         def stations_map() -> list[dict[str, Any]]:
-            rows = self._named("station_map", **self.rng)
-            shared["stations"] = rows
-            return rows
+            if "stations" not in shared:
+                shared["stations"] = self._named("station_map", **self.rng)
+            return shared["stations"]
 
         def sales_by_station() -> list[dict[str, Any]]:
-            return self._named("top_stations", **self.rng, limit=15)
+            # the top 15 of the station map's sales (what ``top_stations`` returns, without a second scan)
+            sold = [r for r in stations_map() if float(r.get("captured") or 0) > 0]
+            sold.sort(key=lambda r: (-(r.get("net_fen") or 0), r["station_id"]))
+            return [{k: r.get(k) for k in ("station_id", "captured", "litres", "net_fen", "fraud")}
+                    for r in sold[:15]]
 
         def sales_by_hour() -> list[dict[str, Any]]:
             rows = self._named("sales_by_hour_of_day", **self.rng)

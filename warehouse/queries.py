@@ -122,19 +122,20 @@ _q(NamedQuery(
     "dashboard_window",
     "First and last day with sales in the rollup, and the number of days (the dashboard's window anchor).",
     """
-SELECT min(date) AS first_date, max(date) AS last_date, uniqExact(date) AS days, sum(captured) AS captured
+SELECT min(date) AS first_date, max(date) AS last_date, count() AS rollup_rows
 FROM rollup_sales_daily
 """))
 
 _q(NamedQuery(
     "station_map",
-    "Every station's position and type with its net sales in a date range (dimension + rollup; one JOIN).",
+    "Every station's position and type with its sales in a date range (dimension + rollup; one JOIN).",
     """
 SELECT s.station_id AS station_id, s.name AS name, s.region AS region, s.station_type AS station_type,
-       s.lat AS lat, s.lon AS lon, r.n AS net_fen, r.c AS captured
+       s.lat AS lat, s.lon AS lon, r.n AS net_fen, r.c AS captured, r.l AS litres, r.f AS fraud
 FROM (SELECT station_id, name, region, station_type, lat, lon FROM dim_station FINAL) AS s
 ANY LEFT JOIN (
-    SELECT station_id, sum(captured_fen - refunded_fen) AS n, sum(captured) AS c
+    SELECT station_id, sum(captured_fen - refunded_fen) AS n, sum(captured) AS c, sum(litres_sum) AS l,
+           sum(fraud) AS f
     FROM rollup_sales_daily
     WHERE date >= {date_from:Date} AND date <= {date_to:Date}
     GROUP BY station_id
