@@ -1,17 +1,24 @@
 """Risk scoring core on one core: features + rules + model → Decision, one event at a time.
 
-A model of production size (LightGBM, 220 trees x 15 leaves like the ones training produces, over every
-feature, compiled) is trained on a synthetic history with every optional column; then a stream of
-authorisations for 5,000 cards (30 days of history first, to fill the per-card/station state) goes through
-:class:`fuelcard.scoring.Scorer`, exactly the per-event path the stream and the API call. The process is
-pinned to one CPU. Latency is measured per decision with ``perf_counter``; throughput over the timed part of
-the stream (wall clock, and CPU time: the machine is shared, so both are reported with the load average).
+The model is the largest one fraud training can produce: LightGBM with the parameters of
+:class:`models.fraud.train.TrainParams` (the ones ``fuelcard train fraud`` / ``fraud backtest`` use) run for
+``int(max_rounds * 1.15)`` rounds — the most :func:`~models.fraud.train.train_model` ever fits (early stopping
+only makes it smaller) — over every feature, compiled; it is trained on a synthetic history with every
+optional column. Then a stream of authorisations for 5,000 cards (30 days of history first, to fill the
+per-card/station state) goes through :class:`fuelcard.scoring.Scorer`, exactly the per-event path the API
+calls (the stream calls the same functions with its card state from a table). After the warm-up the state is
+moved out of the garbage collector's way (``gc.freeze()``, as a long-running worker would do after loading
+its state). The process is pinned to one CPU. Latency is measured per decision with ``perf_counter``;
+throughput over the timed part of the stream (wall clock, and CPU time: the machine is shared, so both are
+reported with the load average). The card state's serialisation (what the stream changelogs per event:
+``to_dict`` + orjson, and back) is timed on the warmed states too.
 
 Prints ``{"bench": "score_core", "decisions_per_s": R, "p99_ms": L, ...}``.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from typing import Any
@@ -51,28 +58,54 @@ def synthetic_stream(n: int, n_cards: int = 5000, n_stations: int = 200, days: i
     })
 
 
-def production_sized_model(history: pd.DataFrame, rounds: int = 220) -> Any:
-    """A compiled model of the size training produces, over every feature."""
+def production_sized_model(history: pd.DataFrame, rounds: int | None = None) -> Any:
+    """The largest compiled model fraud training can produce (its parameters and round cap), every feature."""
     import lightgbm as lgb
 
     from models.fraud.compiled import MISSING, trees_from_lightgbm
     from models.fraud.model import FraudModel
+    from models.fraud.train import TrainParams, threshold_for_fpr
 
+    params = TrainParams()
+    if rounds is None:  # train_model refits for int(best_iteration * 1.15) rounds, best <= max_rounds
+        rounds = int(params.max_rounds * 1.15)
     F = features_many(history, FeatureConfig())
     names = [n for i, n in enumerate(FEATURE_NAMES) if not np.isnan(F[:, i]).all()]
     cols = [FEATURE_NAMES.index(n) for n in names]
     X = np.where(np.isnan(F[:, cols]), MISSING, F[:, cols])
     y = history["is_fraud"].to_numpy()
-    booster = lgb.train({"objective": "binary", "num_leaves": 15, "learning_rate": 0.05, "verbose": -1,
-                         "num_threads": 1, "seed": 1, "min_child_samples": 20}, lgb.Dataset(X, y),
-                        num_boost_round=rounds)
-    from models.fraud.train import threshold_for_fpr
-
+    booster = lgb.train(params.lgb(), lgb.Dataset(X, y), num_boost_round=rounds)
     raw = booster.predict(X, raw_score=True)
     p = 1.0 / (1.0 + np.exp(-raw))
     review = threshold_for_fpr(p[y == 0], 0.003)
     decline = max(review, threshold_for_fpr(p[y == 0], 0.0003))
     return FraudModel("bench-model", names, trees_from_lightgbm(booster), 1.0, 0.0, review, decline)
+
+
+def _depth(tree: Any, node: int = 0) -> int:
+    if node < 0:
+        return 0
+    return 1 + max(_depth(tree, tree.left[node]), _depth(tree, tree.right[node]))
+
+
+def state_serialisation(cards: dict[str, Any], limit: int = 5000) -> dict[str, Any]:
+    """µs per card state for ``to_dict`` + orjson (what the stream changelogs per event) and back."""
+    import orjson
+
+    from fuelcard.features import CardState
+
+    states = list(cards.values())[:limit]
+    clock = time.process_time
+    c0 = clock()
+    blobs = [orjson.dumps(s.to_dict()) for s in states]
+    c1 = clock()
+    back = [CardState.from_dict(orjson.loads(b)) for b in blobs]
+    c2 = clock()
+    assert all(b.to_dict() == s.to_dict() for b, s in zip(back, states, strict=True))
+    n = max(len(states), 1)
+    return {"card_state_dump_us": round((c1 - c0) / n * 1e6, 2), "card_state_load_us": round((c2 - c1) / n * 1e6, 2),
+            "card_state_bytes_mean": round(sum(map(len, blobs)) / n),
+            "card_state_events_mean": round(sum(len(s.ts) for s in states) / n, 1)}
 
 
 def run(seconds: float | None = None) -> dict[str, Any]:
@@ -93,6 +126,8 @@ def run(seconds: float | None = None) -> dict[str, Any]:
     decide = scorer.decide
     for tx in txs[:n_warm]:
         decide(tx, profile)
+    gc.collect()
+    gc.freeze()  # the warmed state and the input events are long-lived: keep them out of every collection
     lat = np.empty(n_timed)
     clock = time.perf_counter
     outcomes: dict[str, int] = {}
@@ -105,15 +140,22 @@ def run(seconds: float | None = None) -> dict[str, Any]:
         outcomes[d.outcome.value] = outcomes.get(d.outcome.value, 0) + 1
     elapsed = clock() - start
     cpu = time.process_time() - cpu0
+    gc.unfreeze()
+    leaves = sum(len(t.leaf_value) for t in model.trees)
     return {
         "decisions_per_s": round(n_timed / elapsed),
         "cpu_decisions_per_s": round(n_timed / cpu) if cpu > 0 else None,
+        "cpu_us_per_decision": round(cpu / n_timed * 1e6, 2),
         "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 4),
         "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 4),
         "mean_us": round(float(lat.mean()) * 1e6, 1),
-        "decisions": n_timed, "model_trees": len(model.trees), "model_features": len(model.features),
+        "decisions": n_timed, "model_trees": len(model.trees), "model_leaves": leaves,
+        "model_max_depth": max(_depth(t) for t in model.trees),
+        "model_features": len(model.features),
+        "model_features_used": len({f for t in model.trees for f in t.feature}),
         "rules": len(scorer.rules.rules), "outcomes": outcomes, "cpus_used": 1,
+        **state_serialisation(scorer.engine.cards),
     }
 
 

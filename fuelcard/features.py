@@ -226,48 +226,64 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 @dataclass(slots=True)
 class CardState:
-    """What one card remembers: its events of the last 30 days (parallel lists) and label counters.
+    """What one card remembers: its events of the last 30 days (parallel lists), when it last used each
+    station / device / product, and label counters.
 
     Mutated in place by :func:`update_card` and returned (reassign it in a Faust table to changelog it).
-    Serialise with :meth:`to_bytes` / :meth:`from_bytes` (orjson; a few hundred bytes for a typical card).
+    Serialise with :meth:`to_dict` / :meth:`from_dict` or :meth:`to_bytes` / :meth:`from_bytes` (orjson;
+    about 1 KB for a card with 10 events in 30 days). The night flag of an event is derived from its time,
+    and the "first time here" features read the last-use maps, so neither is stored per event.
     """
 
     ts: list[float] = field(default_factory=list)
     amt: list[int] = field(default_factory=list)
-    station: list[str] = field(default_factory=list)
-    device: list[str | None] = field(default_factory=list)
-    product: list[str | None] = field(default_factory=list)
-    litres: list[float] = field(default_factory=list)  # 0.0 where unknown
-    litres_known: list[int] = field(default_factory=list)
-    lat: list[float] = field(default_factory=list)  # 0.0 where unknown
-    lon: list[float] = field(default_factory=list)
-    geo_known: list[int] = field(default_factory=list)
-    night: list[int] = field(default_factory=list)  # 1 if the event was at 00:00-04:59 local time
+    litres: list[float | None] = field(default_factory=list)  # None where unknown
+    lat: list[float | None] = field(default_factory=list)  # None where unknown (lat and lon together)
+    lon: list[float | None] = field(default_factory=list)
+    stations: dict[str, float] = field(default_factory=dict)  # last use (entries older than 30 d are stale)
+    devices: dict[str, float] = field(default_factory=dict)
+    products: dict[str, float] = field(default_factory=dict)
     n_total: int = 0
     first_ts: float = NAN
     pending_fraud: list[float] = field(default_factory=list)  # ts of labelled frauds not yet usable
     known_fraud: int = 0
-    #: running aggregates of the lists (:func:`_card_agg`); a cache, never serialised, rebuilt when None
+    #: running 30-day aggregates (:func:`_card_agg`); a cache, never serialised, rebuilt when None
     agg: list | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-compatible dict (NaN first_ts becomes None)."""
+        """A JSON-compatible dict (NaN first_ts becomes None). The lists are shared, not copied."""
         return {
-            "v": 1, "ts": self.ts, "amt": self.amt, "station": self.station, "device": self.device,
-            "product": self.product, "litres": self.litres, "litres_known": self.litres_known, "lat": self.lat,
-            "lon": self.lon, "geo_known": self.geo_known, "night": self.night, "n_total": self.n_total,
-            "first_ts": None if self.first_ts != self.first_ts else self.first_ts,
-            "pending_fraud": self.pending_fraud, "known_fraud": self.known_fraud,
+            "v": 2, "ts": self.ts, "amt": self.amt, "litres": self.litres, "lat": self.lat, "lon": self.lon,
+            "st": self.stations, "dev": self.devices, "prod": self.products, "n": self.n_total,
+            "first": None if self.first_ts != self.first_ts else self.first_ts,
+            "pf": self.pending_fraud, "kf": self.known_fraud,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CardState:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (also reads the version-1 layout of older changelogs)."""
+        if d.get("v", 1) == 1:
+            return cls._from_v1(d)
+        first = d["first"]
+        return cls(
+            list(d["ts"]), list(d["amt"]), list(d["litres"]), list(d["lat"]), list(d["lon"]), dict(d["st"]),
+            dict(d["dev"]), dict(d["prod"]), d["n"], NAN if first is None else first, list(d["pf"]), d["kf"],
+        )
+
+    @classmethod
+    def _from_v1(cls, d: Mapping[str, Any]) -> CardState:
+        ts = [float(x) for x in d["ts"]]
+        geo = d["geo_known"]
         first = d.get("first_ts")
         return cls(
-            list(d["ts"]), list(d["amt"]), list(d["station"]), list(d["device"]), list(d["product"]),
-            list(d["litres"]), list(d["litres_known"]), list(d["lat"]), list(d["lon"]), list(d["geo_known"]),
-            list(d["night"]), int(d["n_total"]), NAN if first is None else float(first), list(d["pending_fraud"]),
+            ts, [int(a) for a in d["amt"]],
+            [float(v) if k else None for v, k in zip(d["litres"], d["litres_known"], strict=True)],
+            [float(v) if k else None for v, k in zip(d["lat"], geo, strict=True)],
+            [float(v) if k else None for v, k in zip(d["lon"], geo, strict=True)],
+            dict(zip(d["station"], ts, strict=True)),
+            {k: t for k, t in zip(d["device"], ts, strict=True) if k is not None},
+            {k: t for k, t in zip(d["product"], ts, strict=True) if k is not None},
+            int(d["n_total"]), NAN if first is None else float(first), list(d["pending_fraud"]),
             int(d["known_fraud"]),
         )
 
@@ -292,13 +308,61 @@ def record_label(state: CardState, tx_ts: float, is_fraud: int) -> CardState:
     return state
 
 
-def _card_agg(state: CardState) -> list:
-    """Running 30-day aggregates of a card's lists: [sum amt, sum amt², nights, litres known, geo known,
-    sum litres, sum lat, sum lon]. Integer parts are exact; the float sums are (re)built by :func:`sum` and
-    extended by the same left-to-right additions, so they equal ``sum(list)`` bit for bit."""
+#: Float sums over a window (litres, lat, lon) are kept as integers in units of 2**-30 so that adding and
+#: removing events is exact: a state rebuilt from its serialised lists has the very same aggregates.
+_FIX = float(1 << 30)
+
+
+def _is_night(ts: float, config: FeatureConfig) -> bool:
+    """00:00-04:59 local time (the same arithmetic as the ``hour_local`` feature)."""
+    return (ts + config.tz_offset_hours * HOUR) % DAY // HOUR < 5
+
+
+def _card_agg(state: CardState, config: FeatureConfig) -> list:
+    """Aggregates of a card's 30-day lists: [sum amt, sum amt², nights, litres known, geo known, sum litres,
+    sum lat, sum lon], all integers (the three float sums in units of 2**-30, see :data:`_FIX`)."""
     amt = state.amt
-    return [sum(amt), sum(map(operator.mul, amt, amt)), sum(state.night), sum(state.litres_known),
-            sum(state.geo_known), sum(state.litres), sum(state.lat), sum(state.lon)]
+    agg = [sum(amt), sum(map(operator.mul, amt, amt)), sum(1 for t in state.ts if _is_night(t, config)), 0, 0, 0,
+           0, 0]
+    for v in state.litres:
+        if v is not None:
+            agg[3] += 1
+            agg[5] += round(v * _FIX)
+    for la, lo in zip(state.lat, state.lon, strict=True):
+        if la is not None:
+            agg[4] += 1
+            agg[6] += round(la * _FIX)
+            agg[7] += round(lo * _FIX)
+    return agg
+
+
+def _evict(state: CardState, agg: list, k: int, cut: float, config: FeatureConfig) -> None:
+    """Forget the card's ``k`` oldest events (time <= ``cut``) and take them out of the aggregates."""
+    ts, amt, litres, lat, lon = state.ts, state.amt, state.litres, state.lat, state.lon
+    off = config.tz_offset_hours * HOUR
+    for i in range(k):
+        a = amt[i]
+        agg[0] -= a
+        agg[1] -= a * a
+        if (ts[i] + off) % DAY // HOUR < 5:
+            agg[2] -= 1
+        v = litres[i]
+        if v is not None:
+            agg[3] -= 1
+            agg[5] -= round(v * _FIX)
+        v = lat[i]
+        if v is not None:
+            agg[4] -= 1
+            agg[6] -= round(v * _FIX)
+            agg[7] -= round(lon[i] * _FIX)  # type: ignore[operator]
+    del ts[:k], amt[:k], litres[:k], lat[:k], lon[:k]
+    # last-use maps: drop stale entries once a map has a few (stale entries never count, see update_card)
+    if len(state.stations) > 4:
+        state.stations = {s: x for s, x in state.stations.items() if x > cut}
+    if len(state.devices) > 4:
+        state.devices = {s: x for s, x in state.devices.items() if x > cut}
+    if len(state.products) > 4:
+        state.products = {s: x for s, x in state.products.items() if x > cut}
 
 
 _RAD = math.pi / 180.0  # what math.radians multiplies by (same bits)
@@ -321,25 +385,12 @@ def update_card(
     ts = state.ts
     amt = state.amt
     agg = state.agg
-    # forget what is 30 days old or more
-    lo30 = bisect_right(ts, t - W30)
-    if lo30:
-        if agg is not None:
-            gone = amt[:lo30]
-            agg[0] -= sum(gone)
-            agg[1] -= sum(map(operator.mul, gone, gone))
-            agg[2] -= sum(state.night[:lo30])
-            agg[3] -= sum(state.litres_known[:lo30])
-            agg[4] -= sum(state.geo_known[:lo30])
-        del ts[:lo30], amt[:lo30], state.station[:lo30], state.device[:lo30], state.product[:lo30]
-        del state.litres[:lo30], state.litres_known[:lo30], state.lat[:lo30], state.lon[:lo30]
-        del state.geo_known[:lo30], state.night[:lo30]
-        if agg is not None:
-            agg[5] = sum(state.litres)
-            agg[6] = sum(state.lat)
-            agg[7] = sum(state.lon)
     if agg is None:
-        agg = state.agg = _card_agg(state)
+        agg = state.agg = _card_agg(state, config)
+    # forget what is 30 days old or more
+    cut30 = t - W30
+    if ts and ts[0] <= cut30:
+        _evict(state, agg, bisect_right(ts, cut30), cut30, config)
     n30 = len(ts)
     lo7 = bisect_right(ts, t - _W7)
     lo24 = bisect_right(ts, t - DAY, lo7)
@@ -350,6 +401,9 @@ def update_card(
     s1h = sum(amt[lo1h:]) if lo1h < n30 else 0
     n7 = n30 - lo7
     a_y = amount / 100.0
+    station = tx.station_id
+    last = state.stations.get(station)
+    new_station = 0.0 if last is not None and last > cut30 else 1.0
     if n30:
         mean30 = s30 / n30 / 100.0
         var = agg[1] / n30 / 1e4 - mean30 * mean30
@@ -357,11 +411,9 @@ def update_card(
         vs30 = a_y / mean30 if mean30 > 0.0 else NAN
         z30 = (a_y - mean30) / std30 if std30 > 0.0 else 0.0
         since = t - ts[-1]
-        new_station = 0.0 if tx.station_id in state.station else 1.0
         night_share = agg[2] / n30
     else:
         mean30 = std30 = vs30 = z30 = since = night_share = NAN
-        new_station = 1.0
     if n7:
         mean7 = s7 / n7 / 100.0
         vs7 = a_y / mean7 if mean7 > 0.0 else NAN
@@ -374,7 +426,8 @@ def update_card(
         if k:
             state.known_fraud += k
             del pf[:k]
-    if state.n_total == 0:
+    n_total = state.n_total
+    if n_total == 0:
         state.first_ts = t
     local = t + config.tz_offset_hours * HOUR
     hour_i = int(local % DAY // HOUR)
@@ -385,35 +438,41 @@ def update_card(
     litres = tx.litres
     lat = tx.lat
     lon = tx.lon
-    new_device = NAN if device is None else (0.0 if device in state.device else 1.0)
+    if device is None:
+        new_device = NAN
+    else:
+        last = state.devices.get(device)
+        new_device = 0.0 if last is not None and last > cut30 else 1.0
     if product is None:
         is_fuel = new_product = NAN
     else:
         is_fuel = 1.0 if product in FUELS else 0.0
-        new_product = 0.0 if product in state.product else 1.0
+        last = state.products.get(product)
+        new_product = 0.0 if last is not None and last > cut30 else 1.0
     if litres is None:
         lit_f = lit_vs = NAN
     else:
         lit_f = litres
         nk = agg[3]
-        ls = agg[5]
+        ls = agg[5] / _FIX
         lit_vs = litres / (ls / nk) if nk and ls > 0.0 else NAN
     geo = lat is not None and lon is not None
     dist_prev = speed = dist_c = NAN
     if geo and n30:
         p2 = lat * _RAD  # type: ignore[operator]
         cp2 = _cos(p2)
-        if state.geo_known[-1]:  # haversine_km(previous, this), inlined
-            p1 = state.lat[-1] * _RAD
+        plat = state.lat[-1]
+        if plat is not None:  # haversine_km(previous, this), inlined
+            p1 = plat * _RAD
             h = (_sin((p2 - p1) * 0.5) ** 2
                  + _cos(p1) * cp2 * _sin((lon - state.lon[-1]) * _RAD * 0.5) ** 2)  # type: ignore[operator]
             dist_prev = 12742.0 * _asin(_sqrt(h if h < 1.0 else 1.0))
             speed = dist_prev / (since if since > 60.0 else 60.0) * HOUR
         ng = agg[4]
         if ng:  # haversine_km(centroid, this), inlined
-            p1 = agg[6] / ng * _RAD
+            p1 = agg[6] / _FIX / ng * _RAD
             h = (_sin((p2 - p1) * 0.5) ** 2
-                 + _cos(p1) * cp2 * _sin((lon - agg[7] / ng) * _RAD * 0.5) ** 2)  # type: ignore[operator]
+                 + _cos(p1) * cp2 * _sin((lon - agg[7] / _FIX / ng) * _RAD * 0.5) ** 2)  # type: ignore[operator]
             dist_c = 12742.0 * _asin(_sqrt(h if h < 1.0 else 1.0))
     # profile (master data)
     if profile is None:
@@ -447,50 +506,42 @@ def update_card(
         a_y, float(n30 - lo1h), float(n30 - lo24), float(n7), float(n30),
         s1h / 100.0, s24 / 100.0, s7 / 100.0, s30 / 100.0,
         mean7, mean30, std30, vs7, vs30, z30,
-        (s24 + amount) / 100.0, (s30 + amount) / 100.0, since, float(state.n_total), (t - state.first_ts) / DAY,
+        (s24 + amount) / 100.0, (s30 + amount) / 100.0, since, float(n_total), (t - state.first_ts) / DAY,
         new_station, float(state.known_fraud), float(hour_i), float(int((local // DAY + 3) % 7)), amount_round,
         night_share, new_device, is_fuel, new_product, lit_f, lit_vs, dist_prev, speed, dist_c,
         tank_ratio, per_tx, daily, monthly, prod_na, region_na, geofence, is_fleet, is_fsub,
     ]
-    # remember this event (lists and running aggregates)
+    # remember this event (lists, last uses and running aggregates)
     ts.append(t)
     amt.append(amount)
     agg[0] += amount
     agg[1] += amount * amount
-    state.station.append(tx.station_id)
-    state.device.append(device)
-    state.product.append(product)
+    state.stations[station] = t
+    if device is not None:
+        state.devices[device] = t
+    if product is not None:
+        state.products[product] = t
     if litres is None:
-        state.litres.append(0.0)
-        state.litres_known.append(0)
-        agg[5] += 0.0
+        state.litres.append(None)
     else:
         litres = float(litres)
         state.litres.append(litres)
-        state.litres_known.append(1)
         agg[3] += 1
-        agg[5] += litres
+        agg[5] += round(litres * _FIX)
     if geo:
         lat = float(lat)  # type: ignore[arg-type]
         lon = float(lon)  # type: ignore[arg-type]
         state.lat.append(lat)
         state.lon.append(lon)
-        state.geo_known.append(1)
         agg[4] += 1
-        agg[6] += lat
-        agg[7] += lon
+        agg[6] += round(lat * _FIX)
+        agg[7] += round(lon * _FIX)
     else:
-        state.lat.append(0.0)
-        state.lon.append(0.0)
-        state.geo_known.append(0)
-        agg[6] += 0.0
-        agg[7] += 0.0
+        state.lat.append(None)
+        state.lon.append(None)
     if hour_i < 5:
-        state.night.append(1)
         agg[2] += 1
-    else:
-        state.night.append(0)
-    state.n_total += 1
+    state.n_total = n_total + 1
     if tx.is_fraud:
         record_label(state, t, 1)
     return state, feats
