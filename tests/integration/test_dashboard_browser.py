@@ -103,14 +103,18 @@ def test_dashboard_renders_every_panel_with_charts(server, chromium):
     assert len(palette & pixels) >= 2
 
 
-def test_dashboard_on_an_empty_warehouse_says_so(tmp_path, chromium):
+def test_dashboard_on_an_empty_warehouse_says_so_then_shows_new_rows(tmp_path, chromium, monkeypatch):
     """Migrated but empty (no rollup rows): a banner explains how to load data, the sales panels say there are no
-    sales yet (not an error), KPI tiles show dashes rather than zeros, and the page still reports it rendered."""
+    sales yet (not an error), KPI tiles show dashes rather than zeros, and the page still reports it rendered.
+    Then rows arrive: the cached view is keyed by the rollups' parts, so the next load shows them."""
     from fuelcard.settings import Settings
     from models.registry import Registry
+    from serving import routes_dashboard
     from serving.adapters import WarehouseSql
     from serving.app import create_app
     from serving.testing import open_warehouse
+    from warehouse.loader import transactions_to_fact
+    from warehouse.synth import transactions
 
     # chdb: one data directory per process, so the empty warehouse is a fresh database in the shared one
     path = shared_env().root / "warehouse"
@@ -140,6 +144,21 @@ def test_dashboard_on_an_empty_warehouse_says_so(tmp_path, chromium):
     net = next(k for k in info["kpis"] if k.lower().startswith("net sales"))
     assert "–" in net and "¥" not in net, info["kpis"]
     assert "model not trained" in info["panels"]["churn_segments"]["text"]
+
+    # new rows reach the rollups: the next page load shows them (the view younger than MIN_FRESH_S aside)
+    monkeypatch.setattr(routes_dashboard, "MIN_FRESH_S", 0.0)
+    computed = []
+    real_compute = routes_dashboard.compute_view
+    monkeypatch.setattr(routes_dashboard, "compute_view", lambda *a, **k: computed.append(1) or real_compute(*a, **k))
+    services = app.state.services
+    assert routes_dashboard.dashboard_data(services)["window"]["empty"] is True
+    assert computed == []  # nothing changed since the page load: served from the cache
+    wh.insert_df("fact_transactions", transactions_to_fact(transactions(2000, seed=3, stations=5, cards=200)))
+    after = routes_dashboard.dashboard_data(services)
+    assert computed == [1] and after["window"]["empty"] is False and after["cached_s"] == 0.0
+    assert sum(r["captured"] for r in after["panels"]["sales_by_day"]["rows"]) > 0
+    assert routes_dashboard.dashboard_data(services)["window"]["empty"] is False
+    assert computed == [1]  # unchanged again: one computation per change
 
 
 def test_dashboard_without_key_or_with_wrong_scope_says_so(server, chromium):
