@@ -125,7 +125,7 @@ def run(seconds: float | None) -> dict:
     # "direct": the API asks the owning worker over a socket (decision before the Kafka round trip);
     # "kafka": produce → agent → decisions topic → API.
     path = os.environ.get("BENCH_API_PATH", "direct")
-    direct_base = 18060
+    direct_base = int(os.environ.get("BENCH_API_DIRECT_PORT", "18060"))
     host = "127.0.0.1"
     root = Path(tempfile.mkdtemp(prefix="bench-api-"))
     cl = StreamCluster(root, port=broker_port, workers=workers, agents="risk", take_within_s=0.001,
@@ -135,9 +135,8 @@ def run(seconds: float | None) -> dict:
         cl.start_broker()
         cl.start_workers()
         with open(root / "api.log", "ab") as log:
-            prof = os.environ.get("FUELCARD_API_PROFILE")  # a file: profile the API process with cProfile
-            pre = ["-m", "cProfile", "-o", prof] if prof else []
-            api = subprocess.Popen([sys.executable, *pre, "-m", "serving.risk", "--port", str(port),  # noqa: S603
+            # FUELCARD_API_PROFILE=<file> (inherited): the API process profiles itself with cProfile
+            api = subprocess.Popen([sys.executable, "-m", "serving.risk", "--port", str(port),  # noqa: S603
                                     "--bootstrap", cl.bootstrap, "--prefix", str(cl.prefix),
                                     "--direct-ports", ",".join(str(direct_base + k) for k in range(workers))
                                     if path == "direct" else ""],
@@ -149,11 +148,17 @@ def run(seconds: float | None) -> dict:
         api_p = psutil.Process(api.pid)
         workers_p = [psutil.Process(p.pid) for p in cl.procs]
         cpu_api0, cpu_w0 = sum(api_p.cpu_times()[:2]), sum(sum(w.cpu_times()[:2]) for w in workers_p)
+        import resource
+
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
         figures = asyncio.run(load(host, port, rps=rps, seconds=seconds))
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
         n = max(1, figures["requests"])
         figures["api_cpu_us_per_req"] = round((sum(api_p.cpu_times()[:2]) - cpu_api0) / n * 1e6, 1)
         figures["worker_cpu_us_per_req"] = round(
             (sum(sum(w.cpu_times()[:2]) for w in workers_p) - cpu_w0) / n * 1e6, 1)
+        figures["loadgen_cpu_us_per_req"] = round(
+            (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / n * 1e6, 1)
         figures["load_avg_1m"] = round(os.getloadavg()[0], 2)
         cl.check_workers()
     finally:

@@ -142,7 +142,10 @@ def create_app(
             with contextlib.suppress(Exception):
                 await risk_service.close()
 
+    from serving.risk import fastapi_telemetry
+
     app = FastAPI(title="fuelcard API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  telemetry=fastapi_telemetry(),
                   openapi_tags=[{"name": t} for t in ("risk", "points", "churn", "pricing", "demand", "alerts",
                                                       "sites", "review", "models", "dashboard", "operations")])
     app.state.services = services
@@ -175,6 +178,12 @@ def create_app(
     def root() -> RedirectResponse:
         return RedirectResponse("/dashboard/")
 
+    risk_service = getattr(app.state, "risk_service", None)
+    if risk_service is not None:  # innermost: /v1/risk/decide skips FastAPI's per-request machinery
+        from serving.risk import DecideFastPath
+
+        app.add_middleware(DecideFastPath, service=risk_service, keyring=keyring, scope=Scope.RISK_DECIDE,
+                           max_body=MAX_BODY_BYTES)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES, metrics=metrics)
     return app
