@@ -1,22 +1,62 @@
 """Run the speed layer locally: embedded broker + topics + N Faust worker processes, stopped by PID.
 
 Used by the demo, ``make up``, the stream benchmark and the integration tests.
+
+**Progress watchdog** (``watchdog_s``): a supervisor thread compares, for every worker, its consumer group's
+committed offsets on the worker's source topics with the topics' end offsets. A partition that has records
+waiting (committed < end) and whose committed offset has not moved for ``watchdog_s`` seconds means the worker
+stopped consuming it (a Faust worker that stalled with records fetched but never processed, seen after
+``kill -9`` + broker restart; the sink worker that did not resume after a broker restart, F8 in
+docs/FAULTS.md). The watchdog then asks the worker to log its diagnostics (``SIGUSR1``), stops it with SIGTERM
+(it leaves its group; SIGKILL after ``stop_timeout_s``, followed by a broker restart because noida-db never
+evicts a dead member) and starts it again with the same command: it resumes from its committed offsets and
+recovers its tables from their changelogs, and effects are idempotent, so a restart costs time, never
+correctness. Every restart is recorded in :attr:`StreamCluster.watchdog_events`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from streams import topics as T
 from streams.broker import EmbeddedBroker, _run_coro, bootstrap_servers
 from streams.topics import all_topic_specs, ensure_topics
+
+log = logging.getLogger(__name__)
+
+# Source topics (consumer-group commits) of each agent; table changelogs are read without commits.
+AGENT_SOURCES: dict[str, tuple[T.TopicSpec, ...]] = {
+    "risk": (T.AUTHORISATIONS,),
+    "points": (T.PAYMENTS, T.REDEMPTIONS, T.POINTS_REQUESTS),
+    "sink": (T.AUTHORISATIONS, T.PAYMENTS, T.RECHARGES, T.REDEMPTIONS, T.DECISIONS, T.POINTS_LEDGER),
+}
+
+
+@dataclass
+class WorkerSpec:
+    """How one worker process was started (so the watchdog can start it again the same way)."""
+
+    index: int
+    cmd: list[str]
+    env: dict[str, str]
+    cwd: Path
+    log_path: Path
+    group: str
+    sources: tuple[str, ...]
+    started_at: float = field(default_factory=time.monotonic)
+    restarts: int = 0
 
 
 @dataclass
@@ -40,8 +80,21 @@ class StreamCluster:
     static_shards: bool = True
     direct_port_base: int | None = None  # risk worker k serves direct decisions on base + k
     artifacts: Path | None = None  # model registry root for the risk engine (default: the settings' one)
+    # Progress watchdog: restart a worker when a partition with waiting records has not been committed for this
+    # many seconds (None = off). ``diag_interval_s`` makes workers log assignment/positions periodically.
+    watchdog_s: float | None = None
+    watchdog_interval_s: float = 2.0
+    watchdog_max_restarts: int = 5  # per worker; beyond it the watchdog only logs
+    stop_timeout_s: float = 20.0
+    diag_interval_s: float = 0.0
+    worker_args: tuple[str, ...] = ()  # extra ``streams.worker`` options for every worker
     broker: EmbeddedBroker | None = field(default=None, init=False)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list, init=False)
+    specs: dict[int, WorkerSpec] = field(default_factory=dict, init=False)  # by PID
+    watchdog_events: list[dict[str, Any]] = field(default_factory=list, init=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+    _watchdog: threading.Thread | None = field(default=None, init=False, repr=False)
+    _watchdog_stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -116,10 +169,27 @@ class StreamCluster:
                 cmd += ["--artifacts", str(Path(self.artifacts).absolute())]
             if self.direct_port_base and "risk" in agents.split(","):
                 cmd += ["--direct-port", str(self.direct_port_base + k)]
-            with open(logs / f"worker-{i}.log", "ab") as fh:
-                self.procs.append(subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,  # noqa: S603
-                                                   stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-                                                   cwd=run_dir))
+            if self.diag_interval_s:
+                cmd += ["--diag-interval", str(self.diag_interval_s)]
+            cmd += list(self.worker_args)
+            worker_agents = "risk" if sharded and k > 0 else agents
+            sources = sorted({s.name(self.prefix or "") for a in worker_agents.split(",")
+                              for s in AGENT_SOURCES.get(a.strip(), ())})
+            spec = WorkerSpec(i, cmd, env, run_dir, logs / f"worker-{i}.log",
+                              f"{app_id}-w{k}" if sharded else app_id, tuple(sources))
+            with self._lock:
+                proc = self._spawn(spec)
+                self.procs.append(proc)
+        if self.watchdog_s:
+            self.start_watchdog()
+
+    def _spawn(self, spec: WorkerSpec) -> subprocess.Popen[bytes]:
+        with open(spec.log_path, "ab") as fh:
+            proc = subprocess.Popen(spec.cmd, stdout=fh, stderr=subprocess.STDOUT,  # noqa: S603
+                                    stdin=subprocess.DEVNULL, env=spec.env, start_new_session=True, cwd=spec.cwd)
+        spec.started_at = time.monotonic()
+        self.specs[proc.pid] = spec
+        return proc
 
     def check_workers(self) -> None:
         """Raise if a worker died."""
@@ -129,6 +199,11 @@ class StreamCluster:
 
     def stop_workers(self, timeout: float = 15.0) -> None:
         """SIGTERM every worker we started (so they leave the group), SIGKILL stragglers."""
+        self.stop_watchdog()
+        with self._lock:
+            self._stop_workers(timeout)
+
+    def _stop_workers(self, timeout: float) -> None:
         for p in self.procs:
             if p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -145,16 +220,150 @@ class StreamCluster:
 
     def kill_worker(self, i: int) -> None:
         """``kill -9`` one worker (fault injection)."""
-        p = self.procs[i]
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p.pid, signal.SIGKILL)
-        p.wait(timeout=5)
+        with self._lock:
+            p = self.procs[i]
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGKILL)
+            p.wait(timeout=5)
 
     def stop(self) -> None:
         """Stop workers, then the broker."""
         self.stop_workers()
         if self.broker:
             self.broker.stop()
+
+    # ------------------------------------------------------------------------------------------ watchdog
+    def start_watchdog(self) -> None:
+        """Start the progress watchdog thread (idempotent); see the module docstring."""
+        if self._watchdog is not None and self._watchdog.is_alive():
+            return
+        self._watchdog_stop.clear()
+        self._watchdog = threading.Thread(target=self._watch, name="stream-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def stop_watchdog(self) -> None:
+        """Stop the watchdog thread (it is restarted by the next :meth:`start_workers`)."""
+        self._watchdog_stop.set()
+        if self._watchdog is not None and self._watchdog is not threading.current_thread():
+            self._watchdog.join(timeout=30)
+        self._watchdog = None
+
+    def _watch(self) -> None:
+        try:
+            asyncio.run(self._watch_loop())
+        except Exception:  # noqa: BLE001 - a dying watchdog must say so, not take the caller down
+            log.exception("stream watchdog stopped")
+
+    async def _watch_loop(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        assert self.watchdog_s is not None
+        # (pid, topic, partition) -> (committed offset, monotonic time it last changed or work started waiting)
+        last: dict[tuple[int, str, int], tuple[int, float]] = {}
+        admin = consumer = None
+        while not self._watchdog_stop.is_set():
+            await asyncio.sleep(self.watchdog_interval_s)
+            if self._watchdog_stop.is_set():
+                break
+            try:
+                if admin is None:
+                    admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+                    await admin.start()
+                    consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+                                                request_timeout_ms=5000)
+                    await consumer.start()
+                with self._lock:
+                    live = [(i, p, self.specs.get(p.pid)) for i, p in enumerate(self.procs) if p.poll() is None]
+                now = time.monotonic()
+                stalled: list[tuple[int, Any, WorkerSpec, list[str]]] = []
+                for i, proc, spec in live:
+                    if spec is None or not spec.sources:
+                        continue
+                    parts = {t: consumer.partitions_for_topic(t) for t in spec.sources}
+                    if not all(parts.values()):
+                        await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh
+                        continue
+                    tps = [TopicPartition(t, q) for t in spec.sources for q in sorted(parts[t] or ())]
+                    ends = await consumer.end_offsets(tps)
+                    committed = {(tp.topic, tp.partition): om.offset
+                                 for tp, om in (await admin.list_consumer_group_offsets(spec.group)).items()}
+                    behind = []
+                    for tp in tps:
+                        c = committed.get((tp.topic, tp.partition), -1)
+                        key = (proc.pid, tp.topic, tp.partition)
+                        prev = last.get(key)
+                        if prev is None or prev[0] != c:
+                            last[key] = (c, max(now, spec.started_at))
+                            continue
+                        end = ends[tp]
+                        if end > max(c, 0) and now - max(prev[1], spec.started_at) >= self.watchdog_s:
+                            behind.append(f"{tp.topic}[{tp.partition}] committed={c} end={end}")
+                        elif end <= max(c, 0):
+                            last[key] = (c, now)  # nothing waiting: the clock starts when records arrive
+                    if behind:
+                        stalled.append((i, proc, spec, behind))
+            except Exception as exc:  # noqa: BLE001 - broker restarting/unreachable: start the clocks again
+                log.info("watchdog: broker not answering (%s); resetting progress clocks", exc)
+                last.clear()
+                for c in (admin, consumer):
+                    if c is not None:
+                        with contextlib.suppress(Exception):
+                            await c.close() if c is admin else await c.stop()
+                admin = consumer = None
+                continue
+            for i, proc, spec, behind in stalled:
+                if self._watchdog_stop.is_set():
+                    break
+                await asyncio.to_thread(self._restart_stalled, i, proc, spec, behind)
+                for key in [k for k in last if k[0] == proc.pid]:
+                    del last[key]
+        for c in (admin, consumer):
+            if c is not None:
+                with contextlib.suppress(Exception):
+                    await c.close() if c is admin else await c.stop()
+
+    def _restart_stalled(self, i: int, proc: subprocess.Popen[bytes], spec: WorkerSpec, behind: list[str]) -> None:
+        event: dict[str, Any] = {"worker": spec.index, "pid": proc.pid, "group": spec.group,
+                                 "stalled": behind[:20], "at": time.time()}
+        if spec.restarts >= self.watchdog_max_restarts:
+            if not any(e.get("gave_up") and e["worker"] == spec.index for e in self.watchdog_events):
+                event["gave_up"] = True
+                self.watchdog_events.append(event)
+                log.error("watchdog: worker %d (%s) still stalled after %d restarts: %s", spec.index, spec.group,
+                          spec.restarts, behind[:5])
+            return
+        msg = (f"watchdog: worker {spec.index} pid {proc.pid} group {spec.group} made no progress for "
+               f"{self.watchdog_s:g}s on {len(behind)} partition(s) with records waiting: {'; '.join(behind[:8])}; "
+               "restarting it")
+        log.warning(msg)
+        with open(spec.log_path, "ab") as fh:
+            fh.write(f"\n[{time.strftime('%Y-%m-%d %H:%M:%S')}] [supervisor] {msg}\n".encode())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGUSR1)  # the worker logs where its tasks and generators are suspended
+        time.sleep(1.0)
+        with self._lock:
+            if proc not in self.procs or self._watchdog_stop.is_set():
+                return  # stopped or replaced meanwhile by the caller
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+            killed = False
+            try:
+                proc.wait(timeout=self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+                killed = True
+            if killed and self.broker is not None:
+                # noida-db never evicts a member that did not leave: restart it (data, topics, offsets persist)
+                log.warning("watchdog: worker %d needed SIGKILL; restarting the embedded broker", spec.index)
+                self.broker.restart()
+            spec.restarts += 1
+            new = self._spawn(spec)
+            self.procs[self.procs.index(proc)] = new
+        event.update({"new_pid": new.pid, "sigkill": killed, "restarts": spec.restarts})
+        self.watchdog_events.append(event)
 
     def __enter__(self) -> StreamCluster:
         try:

@@ -2,15 +2,24 @@
 
 Stops gracefully on SIGTERM/SIGINT (it leaves its consumer group, which matters on noida-db: a member that
 dies without leaving is never evicted).
+
+Diagnostics (for the supervisor's watchdog, ``streams.cluster``): ``--diag-interval S`` logs, every S seconds at
+WARNING, the consumer's assignment, paused partitions, fetch positions, highwaters and committed offsets of the
+source topics; ``SIGUSR1`` logs where every asyncio task and async generator is suspended (the agents'
+``take_events`` generators included, which mode's own SIGUSR1 task dump truncates).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import logging
 import os
 import sys
+import types
 from pathlib import Path
+from typing import Any
 
 from streams.app import StreamConfig, create_app
 from streams.directory import CardDirectory
@@ -56,6 +65,7 @@ def build_config(args: argparse.Namespace) -> StreamConfig:
         trace=os.environ.get("FUELCARD_STREAM_TRACE") == "1",  # entry point: may read the environment
         shard=_shard(args.shard),
         direct_port=args.direct_port,
+        max_future_skew_s=None if args.max_future_skew <= 0 else args.max_future_skew,
     )
 
 
@@ -86,7 +96,136 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--direct-port", type=int, default=None,
                    help="serve direct decisions for the risk API on 127.0.0.1:PORT")
     p.add_argument("--shard", default=None, help="i/N: static ownership of authorisation partitions p%%N == i")
+    p.add_argument("--max-future-skew", type=float, default=24 * 3600.0, metavar="SECONDS",
+                   help="dead-letter authorisations dated more than this ahead of processing time (0 = no check)")
+    p.add_argument("--sink-batch", type=int, default=None, help="sink micro-batch size (default StreamConfig's)")
+    p.add_argument("--sink-within", type=float, default=None, help="sink micro-batch window in seconds")
+    p.add_argument("--diag-interval", type=float, default=0.0, metavar="SECONDS",
+                   help="log assignment, paused partitions, fetch positions and highwaters every S seconds (0 = off)")
     return p
+
+
+def patch_faust_recovery() -> None:
+    """Close a record-skipping race in faust-streaming 0.15.3's ``Recovery.on_recovery_completed``.
+
+    When a worker starts (or rebalances) with table changelog records to restore, Faust resumes the consumer's
+    flow and starts its fetcher *during* recovery; at the end it resumes the stream partitions, then awaits
+    ``perform_seek()`` (seek to the committed offsets), then calls ``flow_control.resume()``, which clears every
+    stream queue. Records fetched in that window (they arrive while the worker starts, e.g. authorisations sent
+    right after a restart) are delivered into a queue and bump the partition's read offset; the clear throws
+    them away and the re-fetch after the seek drops them as already read (Faust's ``DROPPED MESSAGE ROFF``). The
+    next record of the partition is processed and acknowledged, so the committed offset passes a record that was
+    never processed: its decision is silently missing (the intermittent "1 of 16 warm-up probes never decided"
+    after ``kill -9`` + broker restart). Fixed order: seek while the stream partitions are still paused, clear
+    the queues, and only then resume the stream partitions.
+    """
+    import faust.tables.recovery as rec
+
+    if getattr(rec.Recovery, "_fuelcard_patched", False):
+        return
+
+    async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:
+        consumer = self.app.consumer
+        self.log.info("Restore complete!")
+        await self.app.on_rebalance_complete.send()
+        self._set_recovery_ended()
+        coros = [asyncio.ensure_future(table.on_recovery_completed(self.actives_for_table[table],
+                                                                   self.standbys_for_table[table]))
+                 for table in self.tables.values()]
+        if coros:
+            await asyncio.wait(coros)
+        assignment = consumer.assignment()
+        if self.app.consumer_generation_id != generation_id:
+            self.log.warning(f"Recovery rebalancing again app id {self.app.consumer_generation_id} "
+                             f"param {generation_id}")
+            return
+        stream_tps = {tp for tp in assignment if not self._is_changelog_tp(tp)}
+        consumer.pause_partitions(stream_tps)  # nothing of them may be fetched before the seek and the clear
+        if assignment:
+            self.log.info("Seek stream partitions to committed offsets (paused; fuelcard patch).")
+            await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+        self.completed.set()
+        self.app.flow_control.resume()  # clears the stream queues
+        consumer.resume_flow()
+        consumer.resume_partitions(stream_tps)
+        await self.app._fetcher.maybe_start()  # noqa: SLF001
+        self.tables.on_actives_ready()
+        if not self.app.assignor.assigned_standbys():
+            self.tables.on_standbys_ready()
+        self.app.on_rebalance_end()
+        self.log.info("Worker ready")
+
+    rec.Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
+    rec.Recovery._fuelcard_patched = True  # type: ignore[attr-defined]  # noqa: SLF001
+
+
+def _suspension_chain(obj: Any, limit: int = 40) -> list[str]:
+    """Where a coroutine / async generator is suspended, outermost first (follows cr_await / ag_await)."""
+    out: list[str] = []
+    for _ in range(limit):
+        if obj is None:
+            break
+        frame = getattr(obj, "ag_frame", None) or getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+        if frame is not None:
+            out.append(f"{frame.f_code.co_filename.rsplit('site-packages/', 1)[-1]}:{frame.f_lineno} "
+                       f"{frame.f_code.co_name}")
+        nxt = getattr(obj, "ag_await", None) or getattr(obj, "cr_await", None) or getattr(obj, "gi_yieldfrom", None)
+        if nxt is None and frame is None:
+            out.append(repr(obj)[:160])
+        obj = nxt
+    return out
+
+
+def dump_async_state(logger: logging.Logger) -> None:
+    """Log where every task and every live async generator is suspended (for stalled-worker diagnosis)."""
+    lines = []
+    with_loop = None
+    try:
+        with_loop = asyncio.get_event_loop()
+    except RuntimeError:
+        pass
+    if with_loop is not None:
+        for t in asyncio.all_tasks(with_loop):
+            chain = _suspension_chain(t.get_coro())
+            if any("streams/" in c or "faust/" in c for c in chain):
+                lines.append("task " + " -> ".join(chain))
+    for obj in gc.get_objects():
+        if isinstance(obj, types.AsyncGeneratorType) and obj.ag_frame is not None:
+            lines.append("agen " + " -> ".join(_suspension_chain(obj)))
+    logger.warning("diag: async state (%d entries)\n%s", len(lines), "\n".join(lines))
+
+
+def _tp_str(tp: Any) -> str:
+    return f"{tp.topic}[{tp.partition}]"
+
+
+def install_diagnostics(sa: Any, interval_s: float) -> None:
+    """A Faust timer logging the consumer's assignment, paused partitions and fetch positions every interval."""
+    app = sa.app
+    logger = logging.getLogger("streams.worker.diag")
+
+    @app.timer(interval=interval_s)
+    async def _diag() -> None:
+        try:
+            consumer = app.consumer
+            assigned = sorted(consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
+            sources = [tp for tp in assigned if "-changelog" not in tp.topic]
+            ak = consumer._thread._ensure_consumer()  # noqa: SLF001 - diagnostics of Faust's aiokafka consumer
+            paused = {(tp.topic, tp.partition) for tp in ak.paused()}
+            state = ak._subscription.subscription.assignment  # noqa: SLF001
+            parts = []
+            for tp in sources:
+                st = state.state_value(tp) if state is not None else None
+                pos = st.position if st is not None and st.has_valid_position else None
+                parts.append(f"{_tp_str(tp)} pos={pos} hw={consumer.highwater(tp)} "
+                             f"read={consumer._read_offset.get(tp)} "  # noqa: SLF001
+                             f"committed={consumer._committed_offset.get(tp)}"  # noqa: SLF001
+                             f"{' PAUSED' if (tp.topic, tp.partition) in paused else ''}")
+            logger.warning("diag: generation=%s assigned=%d sources=%d flow_active=%s in_recovery=%s stats=%s | %s",
+                           app.consumer_generation_id, len(assigned), len(sources), consumer.flow_active,
+                           app.in_recovery, dict(sa.stats), "; ".join(parts))
+        except Exception as exc:  # noqa: BLE001 - diagnostics must never hurt the worker
+            logger.warning("diag: failed: %r", exc)
 
 
 def run(argv: list[str] | None = None) -> None:
@@ -100,8 +239,15 @@ def run(argv: list[str] | None = None) -> None:
         mode.loop.use("uvloop")  # libuv event loop: the agents are dominated by event-loop overhead
     if args.sink.startswith("jsonl:") and "::" not in args.sink:
         args.sink = f"{args.sink}::{os.getpid()}"
+    patch_faust_recovery()
     cfg = build_config(args)
+    if args.sink_batch:
+        cfg.sink_batch = args.sink_batch
+    if args.sink_within:
+        cfg.sink_within_s = args.sink_within
     sa = create_app(cfg)
+    if args.diag_interval > 0:
+        install_diagnostics(sa, args.diag_interval)
     logging.basicConfig(level=args.loglevel)
     Path(os.environ.get("FUELCARD_WORKER_PIDFILE", os.devnull)).write_text(str(os.getpid()))
     level = getattr(logging, str(args.loglevel).upper(), logging.WARNING)
@@ -112,6 +258,10 @@ def run(argv: list[str] | None = None) -> None:
             # aiokafka/faust debug records cost ~0.3 ms per produced message even when nothing prints them.
             for name in ("aiokafka", "faust", "mode", "kafka"):
                 logging.getLogger(name).setLevel(max(level, logging.INFO))
+
+        def _on_sigusr1(self) -> None:
+            dump_async_state(logging.getLogger("streams.worker.diag"))
+            super()._on_sigusr1()
 
     worker = _Worker(sa.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -41,6 +41,11 @@ import pandas as pd
 
 CH_PORTS = (19400, 19449)
 BROKER_PORTS = (19450, 19499)
+# StreamCluster's progress watchdog in the pipeline cases: a worker with records waiting and no committed progress
+# for this long is restarted (F8: the sink worker that did not resume after a broker restart). Waits that give up
+# when "nothing moves any more" allow for one watchdog restart (detection + SIGTERM + Faust start-up).
+WATCHDOG_S = 20.0
+QUIET_S = WATCHDOG_S + 40.0
 
 
 # ----------------------------------------------------------------------------------------------- results
@@ -261,7 +266,7 @@ def run(coro: Any) -> Any:
 
 
 async def wait_decided(bootstrap: str, topic: str, ids: Iterable[str], timeout_s: float,
-                       *, at_least: float = 1.0, stall_s: float = 20.0) -> int:
+                       *, at_least: float = 1.0, stall_s: float = QUIET_S) -> int:
     """Wait until ``at_least`` (a share) of ``ids`` have a decision on ``topic``; returns how many do."""
     from streams.loadgen import DecisionCollector
 
@@ -322,7 +327,8 @@ class Pipeline:
         self.port = self.port or free_port(*BROKER_PORTS)
         directory = write_directory(self.root, self.sim)
         self.cluster = StreamCluster(self.root / "stream", port=self.port, workers=1, agents="risk,points",
-                                     directory=directory, loglevel="INFO")
+                                     directory=directory, loglevel="INFO", watchdog_s=WATCHDOG_S,
+                                     diag_interval_s=10.0)
         self.expected = expected_effects(self.sim, self.cluster.prefix or "")
         self.cluster.start_broker()
         self.start_workers()
@@ -378,8 +384,8 @@ class Pipeline:
                         last, stable = cur, time.monotonic()
                     if cur[0] >= n and cur[2] >= want_ledger and time.monotonic() - stable > 2.0:
                         return
-                    if time.monotonic() - stable > 12.0:
-                        return  # nothing moves any more: account for what is there
+                    if time.monotonic() - stable > QUIET_S:
+                        return  # nothing moves any more (not even after a watchdog restart): account for it
                 time.sleep(0.5)
         finally:
             wh.close()
@@ -442,6 +448,7 @@ class Pipeline:
             wh_ledger = wh.query_df("SELECT entry_id, tx_id, kind, points, note FROM fact_points_ledger")
             wh_rollup_decisions = q("SELECT sum(decisions) FROM rollup_risk_daily")
             wh_dec_all = q("SELECT count() FROM fact_risk_decisions WHERE tx_id NOT LIKE 'probe-%'")
+            wh_dec_ids = set(wh.query_df("SELECT DISTINCT tx_id FROM fact_risk_decisions")["tx_id"])
             tx_final = wh.query_df("SELECT tx_id, ts, capture_ts, status, version, station_id FROM "
                                    "fact_transactions FINAL WHERE NOT match(tx_id, '^(probe-|PZ)')")
         finally:
@@ -465,6 +472,9 @@ class Pipeline:
             problems.append(f"rollup_risk_daily counts {wh_rollup_decisions} decisions, base table {wh_dec_all}")
         if dead:
             problems.append(f"{len(dead)} dead letters for valid input")
+        not_sunk = len((auth_set & per_tx.keys()) - wh_dec_ids)
+        if not_sunk:
+            problems.append(f"the sink did not store {not_sunk} decisions the decisions topic holds (F8)")
         expected_effects_n = 2 * n + len(exp.accrual_tx) + len(exp.reversal_keys) + len(exp.redemption_ids)
         got_ledger = len(exp.accrual_tx & accruals.keys()) + len(exp.reversal_keys & reversal_ids.keys()) + len(
             exp.redemption_ids & redemption_lines.keys())
@@ -484,6 +494,8 @@ class Pipeline:
             "auths_in_topic_but_undecided": len((auth_set & in_topic) - per_tx.keys()),
             "expected_effects": expected_effects_n,
             "decisions_topic_missing": len(topic_missing), "decisions_topic_redelivered": topic_redelivered,
+            # F8: the sink must store every decision the topic holds (whatever the broker kept, B1)
+            "decisions_on_topic_not_in_warehouse": len((auth_set & per_tx.keys()) - wh_dec_ids),
             "tx_with_two_decision_ids": sum(1 for s in distinct_decision_ids.values() if len(s) > 1),
             "warehouse_decisions_final": wh_dec_final, "warehouse_decision_tx": wh_dec_tx,
             "warehouse_transactions_final": wh_tx_final, "warehouse_transaction_tx": wh_tx_ids,
@@ -491,7 +503,11 @@ class Pipeline:
             "expected_accruals": len(exp.accrual_tx), "ledger_lines_missing_in_warehouse": ledger_missing_in_wh,
             "points_accounts": len(last_balance),
             "balances_checked": len(last_balance), "balances_wrong": len(bad_balances),
-            "warehouse_balances_wrong": len(wh_bad_balances), **(extra or {}),
+            "warehouse_balances_wrong": len(wh_bad_balances),
+            "watchdog_restarts": sum(1 for e in self.cluster.watchdog_events if "new_pid" in e),
+            "watchdog_events": [{k: e[k] for k in ("worker", "group", "stalled", "sigkill", "gave_up") if k in e}
+                                for e in self.cluster.watchdog_events][:10],
+            **(extra or {}),
         }
         details = {k: int(v) if hasattr(v, "item") else v for k, v in details.items()}
         effects_out = int(min(n, wh_dec_tx) + min(n, wh_tx_ids) + got_ledger - ledger_missing_in_wh)
