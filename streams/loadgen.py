@@ -51,6 +51,26 @@ def auth_records(topic: str, auths: Iterable[Authorisation]) -> Iterator[Outgoin
         yield Outgoing(topic, a.card_id.encode(), a.model_dump_json().encode(), a.tx_id)
 
 
+def auth_records_fast(topic: str, n: int, *, cards: int = 20_000, seed: int = 7,
+                      start: datetime | None = None, tx_prefix: str = "b") -> Iterator[Outgoing]:
+    """The records of :func:`auth_records` over :func:`synthetic_authorisations` (same draws, same fields),
+    serialised straight from a dict with orjson: a load generator must not spend the CPU it measures with.
+    Every value is a valid :class:`Authorisation` (the schema's defaults fill the omitted fields)."""
+    rng = random.Random(seed)
+    t = start or datetime(2026, 5, 1, tzinfo=UTC)
+    products = [str(p.value) for p in (Product.GASOLINE_92, Product.GASOLINE_95, Product.DIESEL_0, Product.SHOP,
+                                       Product.CAR_WASH)]
+    dumps = orjson.dumps
+    for i in range(n):
+        lat, lon = 30 + rng.random() * 2, 120 + rng.random() * 2
+        card = f"c{rng.randrange(cards)}"
+        tx_id = f"{tx_prefix}{i}"
+        value = dumps({"tx_id": tx_id, "ts": t + timedelta(milliseconds=50 * i), "card_id": card,
+                       "station_id": f"S{rng.randrange(500):04d}", "product": rng.choice(products),
+                       "amount_fen": rng.randrange(2_000, 60_000), "lat": lat, "lon": lon})
+        yield Outgoing(topic, card.encode(), value, tx_id)
+
+
 async def make_producer(bootstrap: str, **kw: Any):  # type: ignore[no-untyped-def]
     """A started aiokafka producer tuned for low latency (no linger) on loopback."""
     from aiokafka import AIOKafkaProducer
@@ -94,13 +114,16 @@ async def produce_at_rate(producer: Any, records: Iterable[Outgoing], *, rate: f
 
 async def produce_enveloped(producer: Any, records: Iterable[Outgoing], *, rate: float | None,
                             envelope_topics: frozenset[str], partitions: int, linger_s: float = 0.004,
-                            max_items: int = 256, sent_at: dict[str, float] | None = None) -> int:
+                            max_items: int = 256, sent_at: dict[str, float] | None = None,
+                            lag: list[float] | None = None) -> int:
     """Like :func:`produce_at_rate`, but records of ``envelope_topics`` are grouped per partition into envelopes
     (one Kafka record holding a JSON array), as a gateway batching for ``linger_s`` would do.
 
     Kafka routes by key; the envelope is sent to the partition the default partitioner gives each of its cards,
     so every card still lands on its own partition. ``sent_at`` records the time each authorisation was *due*
-    (handed to the gateway), so latency figures include the batching wait.
+    (handed to the gateway), so latency figures include the batching wait. ``lag`` collects, per round, how
+    late the generator itself woke up (seconds past the round's due time): a starved generator shows here,
+    not as broker or worker latency.
     """
     from aiokafka.partitioner import DefaultPartitioner
 
@@ -111,8 +134,11 @@ async def produce_enveloped(producer: Any, records: Iterable[Outgoing], *, rate:
     it = iter(records)
     rec = next(it, None)
     pending: list[asyncio.Future[Any]] = []
+    next_round = start
     while rec is not None:
         now = time.perf_counter()
+        if lag is not None and rate:
+            lag.append(max(0.0, now - next_round))
         groups: dict[tuple[str, int], list[bytes]] = {}
         taken = 0
         while rec is not None and taken < max_items * partitions:
@@ -137,6 +163,7 @@ async def produce_enveloped(producer: Any, records: Iterable[Outgoing], *, rate:
             await asyncio.gather(*pending)
             pending.clear()
         if rec is not None and rate:
+            next_round = time.perf_counter() + linger_s
             await asyncio.sleep(linger_s)
     if pending:
         await asyncio.gather(*pending)
@@ -155,6 +182,9 @@ class DecisionCollector:
     duplicates: int = 0
     keep_bodies: bool = False
     id_field: str = "tx_id"
+    #: also record each id's decision record timestamp (wall clock s, the producer's CreateTime) in ``produced``
+    track_produced: bool = False
+    produced: dict[str, float] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _consumer: Any = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -183,11 +213,13 @@ class DecisionCollector:
 
     async def _run(self) -> None:
         c = self._consumer
+        track = self.track_produced
         while True:
             batches = await c.getmany(timeout_ms=100)
             now = time.perf_counter()
             for msgs in batches.values():
                 for m in msgs:
+                    ts = m.timestamp / 1000
                     try:
                         body = orjson.loads(m.value)
                     except Exception:  # noqa: BLE001, S112 - not ours to judge; the topic is written by agents
@@ -201,6 +233,8 @@ class DecisionCollector:
                             self.duplicates += 1
                             continue
                         self.arrived[tx] = now
+                        if track:
+                            self.produced[tx] = ts
                         if self.keep_bodies:
                             self.decisions[tx] = d
 
