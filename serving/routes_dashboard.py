@@ -295,21 +295,29 @@ class _Entry:
         self.body = b""
 
 
-_views: dict[tuple[int, int, str | None], _Entry] = {}
 _views_lock = threading.Lock()
+
+
+def _entry(services: Services, days: int, station_id: str | None) -> _Entry:
+    """The cache slot of one view, kept on the app's services object (its lifetime is the app's)."""
+    with _views_lock:
+        views: dict[tuple[int, str | None], _Entry] | None = getattr(services, "_dashboard_views", None)
+        if views is None:
+            views = {}
+            services._dashboard_views = views  # type: ignore[attr-defined]
+        entry = views.get((days, station_id))
+        if entry is None:
+            if len(views) > 256:
+                views.clear()
+            entry = views[(days, station_id)] = _Entry()
+        return entry
 
 
 def dashboard_bytes(services: Services, *, days: int = 30, station_id: str | None = None,
                     force: bool = False) -> tuple[bytes, float]:
-    """The view as JSON bytes and its age in seconds: cached per (app, window, station), recomputed when the
+    """The view as JSON bytes and its age in seconds: cached per app and (window, station), recomputed when the
     rollups or the promoted models changed (single flight: concurrent callers wait for one computation)."""
-    view = (id(services), days, station_id)
-    with _views_lock:
-        entry = _views.get(view)
-        if entry is None:
-            if len(_views) > 256:
-                _views.clear()
-            entry = _views[view] = _Entry()
+    entry = _entry(services, days, station_id)
     with entry.lock:
         now = time.monotonic()
         age = now - entry.at
