@@ -31,18 +31,41 @@ class Outgoing:
     tx_id: str | None = None
 
 
+_GRID = 25  # stations on a 25 x 20 grid over 2 degrees of latitude and longitude (~9 km apart)
+_STATIONS = 500
+
+
+def _station_pos(s: int) -> tuple[float, float]:
+    return 30 + (s % _GRID) * 0.08, 120 + (s // _GRID) * 0.1
+
+
+def _draws(n: int, cards: int, seed: int) -> Iterator[tuple[str, str, int, str, int, float, float]]:
+    """(card, station, station index, product, amount, lat, lon) per authorisation.
+
+    Each card fills at its home station or one of the grid neighbours (like real cards: a handful of nearby
+    stations), and a station is always at the same place; so the rules fire about as often as on simulated
+    days (a card jumping across the map between random positions made one decision in ten a decline).
+    """
+    rng = random.Random(seed)
+    products = [str(p.value) for p in (Product.GASOLINE_92, Product.GASOLINE_95, Product.DIESEL_0, Product.SHOP,
+                                       Product.CAR_WASH)]
+    for _ in range(n):
+        c = rng.randrange(cards)
+        home = (c * 7919) % _STATIONS
+        row = min(_GRID - 1, max(0, home % _GRID + rng.randrange(-1, 2)))
+        col = min(_STATIONS // _GRID - 1, max(0, home // _GRID + rng.randrange(-1, 2)))
+        s = col * _GRID + row
+        lat, lon = _station_pos(s)
+        yield f"c{c}", f"S{s:04d}", s, rng.choice(products), rng.randrange(2_000, 60_000), lat, lon
+
+
 def synthetic_authorisations(n: int, *, cards: int = 20_000, seed: int = 7,
                              start: datetime | None = None, tx_prefix: str = "b") -> Iterator[Authorisation]:
     """Plausible authorisations over ``cards`` cards (for benchmarks when no simulated day is at hand)."""
-    rng = random.Random(seed)
     t = start or datetime(2026, 5, 1, tzinfo=UTC)
-    products = [Product.GASOLINE_92, Product.GASOLINE_95, Product.DIESEL_0, Product.SHOP, Product.CAR_WASH]
-    for i in range(n):
-        lat, lon = 30 + rng.random() * 2, 120 + rng.random() * 2
-        yield Authorisation(tx_id=f"{tx_prefix}{i}", ts=t + timedelta(milliseconds=50 * i),
-                            card_id=f"c{rng.randrange(cards)}", station_id=f"S{rng.randrange(500):04d}",
-                            product=rng.choice(products), amount_fen=rng.randrange(2_000, 60_000),
-                            lat=lat, lon=lon)
+    for i, (card, station, _, product, amount, lat, lon) in enumerate(_draws(n, cards, seed)):
+        yield Authorisation(tx_id=f"{tx_prefix}{i}", ts=t + timedelta(milliseconds=50 * i), card_id=card,
+                            station_id=station, product=product, amount_fen=amount, lat=lat, lon=lon)
 
 
 def auth_records(topic: str, auths: Iterable[Authorisation]) -> Iterator[Outgoing]:
@@ -56,18 +79,12 @@ def auth_records_fast(topic: str, n: int, *, cards: int = 20_000, seed: int = 7,
     """The records of :func:`auth_records` over :func:`synthetic_authorisations` (same draws, same fields),
     serialised straight from a dict with orjson: a load generator must not spend the CPU it measures with.
     Every value is a valid :class:`Authorisation` (the schema's defaults fill the omitted fields)."""
-    rng = random.Random(seed)
     t = start or datetime(2026, 5, 1, tzinfo=UTC)
-    products = [str(p.value) for p in (Product.GASOLINE_92, Product.GASOLINE_95, Product.DIESEL_0, Product.SHOP,
-                                       Product.CAR_WASH)]
     dumps = orjson.dumps
-    for i in range(n):
-        lat, lon = 30 + rng.random() * 2, 120 + rng.random() * 2
-        card = f"c{rng.randrange(cards)}"
+    for i, (card, station, _, product, amount, lat, lon) in enumerate(_draws(n, cards, seed)):
         tx_id = f"{tx_prefix}{i}"
         value = dumps({"tx_id": tx_id, "ts": t + timedelta(milliseconds=50 * i), "card_id": card,
-                       "station_id": f"S{rng.randrange(500):04d}", "product": rng.choice(products),
-                       "amount_fen": rng.randrange(2_000, 60_000), "lat": lat, "lon": lon})
+                       "station_id": station, "product": product, "amount_fen": amount, "lat": lat, "lon": lon})
         yield Outgoing(topic, card.encode(), value, tx_id)
 
 

@@ -155,7 +155,23 @@ def test_core_bridge_matches_in_process_scorer():
     ref = scoring.Scorer(load_rules())
     table: dict[str, object] = {}
     for a in synthetic_authorisations(400, cards=30, seed=3):
-        st, d = bridge.decide(load_record(table.get(a.card_id)).state if a.card_id in table else None, a)
-        table[a.card_id] = dump_record(CardRecord(st))  # through serialisation, like the changelog
+        st, d = bridge.decide(load_record(table.get(a.card_id), bridge).state if a.card_id in table else None, a)
+        table[a.card_id] = dump_record(CardRecord(st), bridge)  # through the changelog's serialisation
         r = ref.decide(tx_from_event(a))
         assert (d.outcome, d.reasons, d.score) == (r.outcome, r.reasons, r.score), a.tx_id
+
+
+def test_fast_benchmark_records_are_the_synthetic_authorisations():
+    from streams.loadgen import auth_records, auth_records_fast
+
+    fast = list(auth_records_fast("t", 300, cards=50, seed=2))
+    ref = list(auth_records("t", synthetic_authorisations(300, cards=50, seed=2)))
+    assert [(r.key, r.tx_id) for r in fast] == [(r.key, r.tx_id) for r in ref]
+    assert [Authorisation.model_validate_json(r.value) for r in fast] == \
+        [Authorisation.model_validate_json(r.value) for r in ref]
+    # cards keep to their neighbourhood: a station is always at one place, a card's stations are close together
+    by_card: dict[str, set[tuple[float, float]]] = {}
+    for r in ref:
+        a = Authorisation.model_validate_json(r.value)
+        by_card.setdefault(a.card_id, set()).add((a.lat, a.lon))
+    assert all(max(abs(p[0] - q[0]) + abs(p[1] - q[1]) for p in ps for q in ps) <= 0.4 for ps in by_card.values())
