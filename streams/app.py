@@ -272,8 +272,26 @@ def create_app(cfg: StreamConfig) -> StreamApp:
         # Topic.send defers to the source event's ack. We wait for delivery before the batch is acked, so a
         # committed offset always means its decisions, changelog and ledger records are in Kafka.
         # The driver's aiokafka producer itself: Faust's wrapper adds sensor bookkeeping per message.
+        # Records with a known partition (changelog, envelopes) are appended to one record batch per topic
+        # partition and submitted whole (``send_batch``): a fraction of ``send``'s per-message cost.
         producer = app.producer._ensure_producer()  # noqa: SLF001
-        futs = [await producer.send(t, v, key=k, partition=p) for t, k, v, p in out]
+        futs = []
+        batches: dict[tuple[str, int], Any] = {}
+        for t, k, v, p in out:
+            if p is None:
+                futs.append(await producer.send(t, v, key=k))
+                continue
+            b = batches.get((t, p))
+            if b is not None and b.append(timestamp=None, key=k, value=v) is not None:
+                continue
+            if b is not None:  # full: submit it, start the next one
+                futs.append(await producer.send_batch(b, t, partition=p))
+            b = batches[t, p] = producer.create_batch()
+            if b.append(timestamp=None, key=k, value=v) is None:  # larger than a whole batch: on its own
+                del batches[t, p]
+                futs.append(await producer.send(t, v, key=k, partition=p))
+        for (t, p), b in batches.items():
+            futs.append(await producer.send_batch(b, t, partition=p))
         out.clear()
         if futs:
             await asyncio.gather(*futs)

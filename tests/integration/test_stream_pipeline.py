@@ -1,6 +1,6 @@
 """Integration: the real embedded broker (noida-db) + the real Faust agents in worker processes.
 
-These tests start the broker themselves on 127.0.0.1 (ports 19260-19269) and FAIL if it cannot start.
+These tests start the broker themselves on 127.0.0.1 (ports 19360-19369) and FAIL if it cannot start.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def test_simulated_day_through_real_agents(sim, tmp_path: Path):
     wh.migrate()
     tx = sim["transactions"]
     s = run_demo_day(None, tmp_path / "run", tx, cards=sim["cards"], members=sim["members"],
-                     recharges=sim["recharges"], redemptions=sim["redemptions"], warehouse=wh, port=19261,
+                     recharges=sim["recharges"], redemptions=sim["redemptions"], warehouse=wh, port=19361,
                      timeout_s=120)
     # every authorisation decided exactly once
     assert s["all_decided"] and s["decided"] == len(tx) and s["duplicate_decisions"] == 0
@@ -72,7 +72,7 @@ def test_review_queue_and_outcomes_are_consistent(sim, tmp_path: Path):
     burst = pd.concat([base.assign(tx_id=f"B{i}", ts=base["ts"] + pd.Timedelta(minutes=3 * i),
                                    status="captured", is_fraud=1, scenario="card_testing")
                        for i in range(8)], ignore_index=True)
-    s = run_demo_day(None, tmp_path / "run", burst, port=19262, timeout_s=90)
+    s = run_demo_day(None, tmp_path / "run", burst, port=19362, timeout_s=90)
     assert s["decided"] == 8
     assert s["decisions_by_outcome"].get("approve", 0) < 8
     assert s["fraud_caught"] >= 1
