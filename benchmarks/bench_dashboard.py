@@ -266,6 +266,7 @@ def run(seconds: float | None) -> dict:
                 # a view the server has never computed (no start-up warm-up, no cache): the full query path
                 uncached = _render(cdp, url + "&days=90")
                 cpu = _cpu_s(proc.pid)
+                shot = _screenshot(cdp, total)
             finally:
                 _stop(proc)
         warm_ms = [w["render_ms"] for w in warm]
@@ -287,6 +288,7 @@ def run(seconds: float | None) -> dict:
             "svg_marks": cold["svg_marks"],
             "map_marks": cold["map_marks"],
             "models": models.get("trained"),
+            "screenshot": shot,
             "api_start_s": round(api_start_s, 2),
             "api_cpu_s": cpu,
             # CPU of the API process (all threads, chdb included) per page load: what load does not distort
@@ -300,6 +302,17 @@ def run(seconds: float | None) -> dict:
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _screenshot(cdp, total: int) -> str:
+    """The last view (90 days) as a PNG under var/reports/ (after the timings, so it costs them nothing)."""
+    import base64
+
+    path = ROOT / "var" / "reports" / f"dashboard-bench-{total}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(cdp.send("Page.captureScreenshot", format="png",
+                                               captureBeyondViewport=True)["data"]))
+    return str(path.relative_to(ROOT))
 
 
 def _per(a: float | None, b: float | None, n: int) -> float | None:

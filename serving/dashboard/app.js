@@ -119,8 +119,10 @@
     const density = ((p.member_density || {}).rows || []).map((d) => ({ lat: d.lat, lon: d.lon, members: d.members }));
     draw("stations_map", p.stations_map, (rows) => {
       const maxNet = Math.max.apply(null, rows.map((r) => Number(r.net_fen) || 0).concat([1]));
+      // dot size by sales; the largest shrinks as stations get denser, so the density layer stays visible
+      const rMax = Math.max(4, Math.min(10, 10 * Math.sqrt(60 / rows.length)));
       C.map(chartOf("stations_map"), rows.map((r) => ({ lat: r.lat, lon: r.lon,
-        r: 3 + 7 * Math.sqrt((Number(r.net_fen) || 0) / maxNet), color: TYPE_COLORS[r.station_type],
+        r: 2 + (rMax - 2) * Math.sqrt((Number(r.net_fen) || 0) / maxNet), color: TYPE_COLORS[r.station_type],
         label: r.station_id + " · " + r.name + " · " + r.station_type + " · ¥" + C.fmt(yuan(r.net_fen)) })), density,
         { legend: Object.keys(TYPE_COLORS).map((k) => ({ label: k + " station", color: TYPE_COLORS[k] })) });
     });
