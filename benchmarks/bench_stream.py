@@ -100,6 +100,7 @@ async def _drive(cl: StreamCluster, *, rate: float, seconds: float, drain_s: flo
         await col.stop()
 
 
+BENCH_DATA_DIR = Path(__file__).parents[1] / "var" / "bench-stream"
 BENCH_SIM = ("--days", "45", "--members", "5000", "--stations", "100", "--seed", "7")
 
 
@@ -107,11 +108,12 @@ def bench_registry(root: Path | None = None) -> Path:
     """A model registry with a promoted fraud model for the benchmark's workers, trained once and cached.
 
     The model is what ``fuelcard train fraud`` produces (the same command, on a small simulated history:
-    ``fuelcard simulate`` with :data:`BENCH_SIM`); it is cached in ``var/bench-stream-registry`` (or
-    ``BENCH_STREAM_REGISTRY``) and reused while it has a promoted version.
+    ``fuelcard simulate`` with :data:`BENCH_SIM`); it is cached in ``var/bench-stream/registry`` (or
+    ``BENCH_STREAM_REGISTRY``) and reused while it has a promoted version. ``var/bench-stream`` is laid out
+    as a ``FUELCARD_DATA_DIR`` (its ``registry`` is the settings' ``registry_dir``) for runners that start
+    workers with the settings' registry (the soak).
     """
-    root = Path(root or os.environ.get("BENCH_STREAM_REGISTRY") or Path(__file__).parents[1] / "var"
-                / "bench-stream-registry").absolute()
+    root = Path(root or os.environ.get("BENCH_STREAM_REGISTRY") or BENCH_DATA_DIR / "registry").absolute()
     if (root / "fraud" / "CURRENT").exists():
         return root
     cli = [sys.executable, "-c", "from fuelcard.cli import main; main()"]
