@@ -139,7 +139,11 @@ def run(seconds: float | None) -> dict:
             api = subprocess.Popen([sys.executable, "-m", "serving.risk", "--port", str(port),  # noqa: S603
                                     "--bootstrap", cl.bootstrap, "--prefix", str(cl.prefix),
                                     "--direct-ports", ",".join(str(direct_base + k) for k in range(workers))
-                                    if path == "direct" else ""],
+                                    if path == "direct" else "",
+                                    # BENCH_API_BUDGET_MS: a long budget makes every answer the stream's, so CPU
+                                    # per request can be compared between runs on a busy machine
+                                    *(["--budget-ms", os.environ["BENCH_API_BUDGET_MS"]]
+                                      if os.environ.get("BENCH_API_BUDGET_MS") else [])],
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         _wait_connected(host, port, 60)
         asyncio.run(_warm(host, port, 120))
@@ -170,7 +174,8 @@ def run(seconds: float | None) -> dict:
                 os.kill(api.pid, signal.SIGKILL)
         cl.stop()
         shutil.rmtree(root, ignore_errors=True)
-    return {**figures, "rps_target": rps, "seconds": seconds, "budget_ms": _budget(), "path": path,
+    budget = float(os.environ.get("BENCH_API_BUDGET_MS") or _budget())
+    return {**figures, "rps_target": rps, "seconds": seconds, "budget_ms": budget, "path": path,
             "workers": workers}
 
 
