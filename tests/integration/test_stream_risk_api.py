@@ -86,3 +86,72 @@ def test_endpoint_uses_the_streams_card_state_and_degrades_when_the_broker_dies(
         asyncio.run(scenario())
     finally:
         cl.stop()
+
+
+def test_direct_path_batches_concurrent_requests_in_card_order_and_publishes_them(tmp_path: Path):
+    """Many concurrent requests through the direct path (one group-committed publish per event-loop tick on the
+    worker): every answer is the stream's, each decision sees the card's earlier ones (1,000 km in a minute is
+    impossible travel from the second transaction on), replies on a connection keep request order around an
+    immediate error, and every authorisation and decision is in Kafka."""
+    direct_port = 19552
+    cl = StreamCluster(tmp_path, port=19551, workers=1, agents="risk", take_within_s=0.001,
+                       direct_port_base=direct_port)
+    try:
+        cl.start_broker()
+        cl.start_workers()
+
+        async def scenario() -> None:
+            decisions = DecisionCollector(cl.bootstrap, cl.topic(T.DECISIONS.suffix))
+            auths = DecisionCollector(cl.bootstrap, cl.topic(T.AUTHORISATIONS.suffix))
+            await decisions.start()
+            await auths.start()
+            svc = RiskService(RiskServiceConfig(bootstrap=cl.bootstrap, prefix=str(cl.prefix), budget_ms=5000,
+                                                direct_ports=(direct_port,)))
+            try:
+                await svc.start()
+                deadline = time.monotonic() + 150
+                while True:  # until the worker has its partitions and answers directly
+                    probe = Authorisation(tx_id=f"warm{time.time_ns()}", ts=T0, card_id="CARD-WARM",
+                                          station_id="S1", product="95", amount_fen=1000)
+                    if b"DEGRADED_STREAM_" not in await svc.decide_raw(probe) and svc.counts["direct"]:
+                        break
+                    assert time.monotonic() < deadline, "the worker never answered directly"
+                    await asyncio.sleep(0.5)
+                before = svc.counts["direct"]
+                cards = ["CARD-A", "CARD-B", "CARD-C"]
+                batch = [Authorisation(tx_id=f"{c}-{k}", ts=T0 + timedelta(minutes=k), card_id=c, station_id="S1",
+                                       product="95", amount_fen=25_000, lat=30.0 if k % 2 == 0 else 39.9,
+                                       lon=120.0 if k % 2 == 0 else 116.4)
+                         for k in range(20) for c in cards]
+                answers = await asyncio.gather(*(svc.decide(a) for a in batch))  # all sent in one tick
+                assert svc.counts["direct"] - before == len(batch)
+                for a, d in zip(batch, answers, strict=True):
+                    assert d.tx_id == a.tx_id and not any(r.startswith("DEGRADED_STREAM_") for r in d.reasons)
+                    first = a.tx_id.endswith("-0")
+                    assert ("IMPOSSIBLE_TRAVEL" in d.reasons) is not first, (a.tx_id, d.reasons)
+                ids = [a.tx_id for a in batch]
+                assert await decisions.wait_for(ids, 30), "decisions missing from the decisions topic"
+                assert await auths.wait_for(ids, 30), "authorisations missing from the authorisations topic"
+                assert decisions.duplicates == 0
+
+                # One raw connection: a valid line, a broken one, a valid one → three replies in that order.
+                reader, writer = await asyncio.open_connection("127.0.0.1", direct_port)
+                one = Authorisation(tx_id="ORD-1", ts=T0, card_id="CARD-D", station_id="S1", product="95",
+                                    amount_fen=1000)
+                two = one.model_copy(update={"tx_id": "ORD-2", "ts": T0 + timedelta(minutes=1)})
+                writer.write(one.model_dump_json().encode() + b"\n{not json\n" + two.model_dump_json().encode()
+                             + b"\n" + one.model_dump_json().encode() + b"\n")
+                replies = [await asyncio.wait_for(reader.readline(), 10) for _ in range(4)]
+                writer.close()
+                assert b'"tx_id":"ORD-1"' in replies[0]
+                assert replies[1].startswith(b'{"error"')
+                assert b'"tx_id":"ORD-2"' in replies[2]
+                assert replies[3].startswith(b'{"error"') and b"already decided" in replies[3]
+            finally:
+                await svc.close()
+                await decisions.stop()
+                await auths.stop()
+
+        asyncio.run(scenario())
+    finally:
+        cl.stop()
