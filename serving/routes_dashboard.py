@@ -154,10 +154,18 @@ def _as_date(v: Any) -> date | None:
     return ts.date()
 
 
+def _finite(row: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN or infinity (a ratio over zero decisions): such values travel as null."""
+    for k, v in row.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            row[k] = None
+    return row
+
+
 def _timed(job: Callable[[], list[dict[str, Any]]]) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        out: dict[str, Any] = {"rows": [clean(r) for r in job()]}
+        out: dict[str, Any] = {"rows": [_finite(clean(r)) for r in job()]}
     except NotReady as exc:
         out = {"rows": [], "error": exc.detail}
     out["ms"] = round((time.perf_counter() - started) * 1000, 1)
@@ -323,12 +331,11 @@ def dashboard_bytes(services: Services, *, days: int = 30, station_id: str | Non
         age = now - entry.at
         if not force and entry.body and age < MIN_FRESH_S:
             return entry.body, age
-        key = _cache_key_part(services) if not force else None
+        # taken before computing: rows that arrive meanwhile change the key again, so the next load sees them
+        key = _cache_key_part(services)
         if not force and entry.body and age < (MAX_AGE_S if key is not None else NO_KEY_TTL_S) and key == entry.key:
             return entry.body, age
         body = compute_view(services, days=days, station_id=station_id)
-        if key is None and not force:
-            key = _cache_key_part(services)
         entry.body = json.dumps(body, separators=(",", ":"), default=_json_default, allow_nan=False).encode()
         entry.key, entry.at = key, time.monotonic()
         return entry.body, 0.0
