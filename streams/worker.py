@@ -159,6 +159,48 @@ def patch_faust_recovery() -> None:
     rec.Recovery._fuelcard_patched = True  # type: ignore[attr-defined]  # noqa: SLF001
 
 
+def patch_faust_commit_safety() -> None:
+    """Never let faust-streaming 0.15.3 commit past a record that no agent processed.
+
+    Two places in ``faust.transport.consumer.Consumer`` turn a record that was fetched but never delivered (the
+    recovery race above, a stream queue cleared by flow control) into a committed offset beyond it — a silent loss:
+
+    * ``_add_gap``: when the next delivered record's offset jumps ahead of the partition's read offset, the offsets
+      in between are taken for a "gap" (compaction, transaction markers) and counted as acknowledged. Our source
+      topics are neither compacted nor transactional, so their offsets are contiguous: a jump means records were
+      dropped, and they must hold the commit back.
+    * ``_new_offset`` compares the lowest acknowledged offset with the committed offset as if the committed offset
+      were the last *processed* record (``min(acked) - committed > 1``); Kafka's committed offset is the next
+      record to read, so one unprocessed record at the head was committed past.
+
+    With both fixed, a dropped record stops the partition's commits; the supervisor's progress watchdog
+    (``streams.cluster``) sees committed < end without progress and restarts the worker, which re-reads from the
+    committed offset: at-least-once delivery holds, and effects are idempotent.
+    """
+    import faust.transport.consumer as fc
+
+    if getattr(fc.Consumer, "_fuelcard_commit_safe", False):
+        return
+
+    async def _add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+        logging.getLogger("streams.worker.diag").warning(
+            "diag: offsets %d..%d of %s[%d] were skipped by the fetch (not delivered): commits hold before them",
+            offset_from, offset_to - 1, tp.topic, tp.partition)
+
+    original_new_offset = fc.Consumer._new_offset  # noqa: SLF001
+
+    def _new_offset(self: Any, tp: Any) -> int | None:
+        acked = self._acked[tp]
+        committed = self._committed_offset.get(tp)
+        if acked and committed is not None and min(acked) > committed:
+            return None  # the record at the committed offset has not been processed yet
+        return original_new_offset(self, tp)
+
+    fc.Consumer._add_gap = _add_gap  # type: ignore[method-assign]  # noqa: SLF001
+    fc.Consumer._new_offset = _new_offset  # type: ignore[method-assign]  # noqa: SLF001
+    fc.Consumer._fuelcard_commit_safe = True  # type: ignore[attr-defined]  # noqa: SLF001
+
+
 def _suspension_chain(obj: Any, limit: int = 40) -> list[str]:
     """Where a coroutine / async generator is suspended, outermost first (follows cr_await / ag_await)."""
     out: list[str] = []
@@ -239,7 +281,9 @@ def run(argv: list[str] | None = None) -> None:
         mode.loop.use("uvloop")  # libuv event loop: the agents are dominated by event-loop overhead
     if args.sink.startswith("jsonl:") and "::" not in args.sink:
         args.sink = f"{args.sink}::{os.getpid()}"
-    patch_faust_recovery()
+    if os.environ.get("FUELCARD_FAUST_RECOVERY_PATCH", "1") != "0":  # "0" only to show the race it closes
+        patch_faust_recovery()
+        patch_faust_commit_safety()
     cfg = build_config(args)
     if args.sink_batch:
         cfg.sink_batch = args.sink_batch

@@ -562,9 +562,14 @@ def case_worker_kill9(root: Path, wh_url: str, *, seed: int = 21, members: int =
 
 
 def case_broker_restart(root: Path, wh_url: str, *, seed: int = 22, members: int = 300, rate: float = 200.0,
-                        timeout_s: float = 120.0) -> CaseResult:
-    """Case 2a: restart the broker (SIGTERM, same data directory) while events are being produced and
-    processed; the workers are *not* restarted: processing must resume by itself, nothing lost."""
+                        timeout_s: float = 120.0, process: bool = False) -> CaseResult:
+    """Case 2a: restart the broker while events are being produced and processed; the workers are *not*
+    restarted: processing must resume by itself, nothing lost.
+
+    ``process=False`` (row ``broker_restart``): the supervisor's restart, the Kafka service inside the running
+    noida-db server (``EmbeddedBroker.restart``). ``process=True`` (row ``broker_restart_process``): the server
+    process is stopped with SIGTERM and started again — an unplanned restart, where noida-db drops records it
+    acknowledged during its shutdown (B1)."""
     from streams import topics as T
 
     t0 = time.perf_counter()
@@ -581,7 +586,7 @@ def case_broker_restart(root: Path, wh_url: str, *, seed: int = 22, members: int
             stats["decided_before_restart"] = await wait_decided(
                 p.cluster.bootstrap, p.topic(T.DECISIONS.suffix), auths, 60, at_least=0.25)
             t = time.perf_counter()
-            await asyncio.to_thread(p.cluster.broker.restart)
+            await asyncio.to_thread(p.cluster.broker.restart, process=process)
             stats["broker_down_s"] = round(time.perf_counter() - t, 2)
             stats["resent_by_producer"] = await prod
 
@@ -589,7 +594,7 @@ def case_broker_restart(root: Path, wh_url: str, *, seed: int = 22, members: int
         run(wait_decided(p.cluster.bootstrap, p.topic(T.DECISIONS.suffix), exp.auth_ids, timeout_s))
         p.wait_warehouse(timeout_s)
         alive = [q.poll() is None for q in p.cluster.procs]
-        res = p.account("broker_restart", events_in=len(exp.records),
+        res = p.account("broker_restart_process" if process else "broker_restart", events_in=len(exp.records),
                         extra={**stats, "workers_alive": alive, "wall_s": round(time.perf_counter() - t0, 1)})
         if not all(alive):
             res.problems.append("a worker died")
@@ -598,10 +603,14 @@ def case_broker_restart(root: Path, wh_url: str, *, seed: int = 22, members: int
         p.stop()
 
 
-def broker_durability(root: Path, *, records: int = 20_000, attempts: int = 3) -> CaseResult:
-    """Produce ``records`` (acks=1, as fast as the broker takes them) and restart noida-db (SIGTERM, same data
-    directory) once 30 % of them are acknowledged; count acknowledged records missing afterwards. Repeated up
-    to ``attempts`` times (fresh topic each) until a loss shows, since it depends on timing."""
+def broker_durability(root: Path, *, records: int = 20_000, attempts: int = 3, process: bool = True) -> CaseResult:
+    """Produce ``records`` (acks=1, as fast as the broker takes them) and restart noida-db (same data directory)
+    once 30 % of them are acknowledged; count acknowledged records missing afterwards. Repeated up to
+    ``attempts`` times (fresh topic each) until a loss shows, since it depends on timing.
+
+    ``process=True``: the server process is restarted (SIGTERM) — B1 loses acknowledged records.
+    ``process=False``: the supervisor's restart of the Kafka service inside the server (row
+    ``broker_durability_service``) — the workaround, which must lose nothing."""
     from aiokafka import AIOKafkaProducer
 
     from streams.broker import EmbeddedBroker
@@ -641,7 +650,7 @@ def broker_durability(root: Path, *, records: int = 20_000, attempts: int = 3) -
                 task = asyncio.create_task(produce())
                 while len(acked) < 0.3 * records and not task.done():
                     await asyncio.sleep(0.01)
-                await asyncio.to_thread(b.restart)
+                await asyncio.to_thread(b.restart, process=process)
                 await task
 
             run(main())
@@ -654,7 +663,8 @@ def broker_durability(root: Path, *, records: int = 20_000, attempts: int = 3) -
                 break
     finally:
         b.stop()
-    return CaseResult("broker_durability", events_in=records * tried, effects_out=total_acked - total_missing,
+    return CaseResult("broker_durability" if process else "broker_durability_service", events_in=records * tried,
+                      effects_out=total_acked - total_missing,
                       lost=total_missing, duplicated=0,
                       details={"restarts": tried, "acknowledged": total_acked,
                                "acknowledged_but_missing": total_missing, "first_missing": first_missing})
@@ -1359,12 +1369,24 @@ def case_security(root: Path, server: Any, *, repo: Path, log_roots: Iterable[Pa
 
 
 # ----------------------------------------------------------------------------------------------- table
+# Rows that measure a known defect of the platform rather than of this repository (docs/FAULTS.md).
+KNOWN_DEFECT_ROWS = {
+    "broker_restart_process": "B1: noida-db drops records it acknowledged while its process shuts down",
+    "broker_durability": "B1: noida-db drops records it acknowledged while its process shuts down",
+}
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     """The docs/FAULTS.md table of one ``{"bench": "faults", ...}`` result."""
     out = ["| case | events in | effects out | lost | duplicated | verdict |", "|---|---:|---:|---:|---:|---|"]
     for c in result["cases"]:
-        verdict = "pass" if not c["lost"] and not c["duplicated"] and not c.get("problems") else \
-            "FAIL: " + "; ".join(c.get("problems") or ["lost/duplicated > 0"])
+        clean = not c["lost"] and not c["duplicated"] and not c.get("problems")
+        verdict = "pass" if clean else "FAIL: " + "; ".join(c.get("problems") or ["lost/duplicated > 0"])
+        if c["name"] in KNOWN_DEFECT_ROWS:
+            verdict = ("pass (" if clean else "known platform defect (") + KNOWN_DEFECT_ROWS[c["name"]] + ")"
+        restarts = (c.get("details") or {}).get("watchdog_restarts")
+        if restarts:
+            verdict += f"; watchdog restarted a stalled worker {restarts}x"
         out.append(f"| {c['name']} | {c['events_in']:,} | {c['effects_out']:,} | {c['lost']:,} | "
                    f"{c['duplicated']:,} | {verdict[:300]} |")
     return "\n".join(out)

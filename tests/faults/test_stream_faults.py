@@ -45,33 +45,38 @@ def test_worker_kill9_mid_stream_then_restart(tmp_path: Path, fault_ch: Any) -> 
 
 
 def test_broker_restart_mid_stream_resumes(tmp_path: Path, fault_ch: Any) -> None:
-    """Case 2a: the broker restarted under load; the workers (not restarted) resume by themselves.
-
-    "Nothing lost" does not hold on noida-db: it drops records it had already acknowledged when it is restarted
-    (B1, shown by test_broker_keeps_acknowledged_writes_across_restart). Here we assert what
-    must hold regardless — processing resumes, no duplicates — and print lost for the table."""
+    """Case 2a: the broker restarted under load (the supervisor's restart: the Kafka service inside the running
+    noida-db server, ``EmbeddedBroker.restart``); the workers (not restarted) resume by themselves — or are
+    restarted by the progress watchdog — and nothing is lost or counted twice."""
     r = H.case_broker_restart(tmp_path, fault_ch.url("faults_broker"), members=200)
-    H.report(r)
     d = r.details
     assert all(d["workers_alive"])
-    # the risk agent resumes by itself: decisions for authorisations produced after the restart
+    # the risk agent resumes: decisions for authorisations produced after the restart
     assert d["authorisations"] - d["decisions_topic_missing"] > d["decided_before_restart"], "no resume"
-    # F8 (strict): the sink resumes too — by itself or restarted by StreamCluster's progress watchdog — so every
-    # decision and every ledger line the topics hold is in the warehouse
+    # F8 (strict): the sink resumes too, so every decision and every ledger line the topics hold is stored
     assert d["decisions_on_topic_not_in_warehouse"] == 0, d
     assert d["ledger_lines_missing_in_warehouse"] == 0, d
-    assert d["decisions_topic_missing"] <= r.lost  # whatever is missing is counted, never hidden
     assert d["tx_with_two_decision_ids"] == 0
-    assert r.duplicated - d.get("sink_split_rows", 0) == 0, d
+    _assert_clean(r)
+
+
+def test_planned_broker_restart_keeps_acknowledged_writes(tmp_path: Path) -> None:
+    """The B1 workaround: restarting the Kafka service inside the running server (what ``EmbeddedBroker.restart``
+    does) while a producer writes as fast as it can loses no acknowledged record."""
+    r = H.broker_durability(tmp_path, records=20_000, attempts=2, process=False)
+    H.report(r)
+    assert r.details["acknowledged"] >= 20_000  # the producer really wrote through the restarts
+    assert r.lost == 0, r.details
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "B1 noida-db 0.2.3 (platform): records it acknowledges (acks=1) while a graceful SIGTERM restart is under "
-    "way are missing after it; any writer (load generator, agents' decisions/ledger/changelog) can lose its last "
-    "writes. Not fixable in this repo: production uses Kafka with acks=all, replication >= 3, "
-    "min.insync.replicas=2; for the embedded broker, quiesce writers before a planned restart"))
+    "B1 noida-db 0.2.3 (platform): records it acknowledges (acks=1) while its server process shuts down on "
+    "SIGTERM are missing after the restart; any writer can lose its last writes. Not fixable in this repo for "
+    "an unplanned process restart (production: Kafka with acks=all, replication >= 3, min.insync.replicas=2); "
+    "planned restarts restart the Kafka service inside the server instead, which loses nothing "
+    "(test_planned_broker_restart_keeps_acknowledged_writes)"))
 def test_broker_keeps_acknowledged_writes_across_restart(tmp_path: Path) -> None:
-    r = H.broker_durability(tmp_path, records=20_000)
+    r = H.broker_durability(tmp_path, records=20_000, process=True)
     H.report(r)
     assert r.lost == 0, r.details
 
