@@ -58,9 +58,11 @@ NO_KEY_TTL_S = 30.0  # when the key cannot be read (a warehouse without system.p
 class WarehousePanels:
     """The warehouse panels of one view (window in days), from rollup named queries over a ``SqlPort``."""
 
-    def __init__(self, sql: Any, days: int) -> None:
+    def __init__(self, sql: Any, days: int,
+                 member_density: Callable[[], list[dict[str, Any]]] | None = None) -> None:
         self.sql = sql
         self.days = days
+        self.member_density = member_density or (lambda: self._named("member_density"))
         self.window = self._window()
 
     def _named(self, name: str, **params: Any) -> list[dict[str, Any]]:
@@ -130,7 +132,7 @@ class WarehousePanels:
             "risk_daily": lambda: self._named("risk_kpis_daily", **self.rng),
             "points_flow": lambda: self._named("points_daily", **self.rng),
             "stations_map": stations_map,
-            "member_density": lambda: self._named("member_density"),
+            "member_density": self.member_density,
         }
         for name, job in jobs.items():
             out[name] = _timed(job)
@@ -232,8 +234,25 @@ def _legacy_panel(services: Services, name: str, params: dict[str, Any]) -> dict
     return _timed(lambda: services.need_analytics().dashboard(name, params))
 
 
-def compute_view(services: Services, *, days: int = 30, station_id: str | None = None) -> dict[str, Any]:
-    """Every panel of one view (no cache). Warehouse and model panels are computed on two threads."""
+def _member_density(services: Services, key: tuple[Any, ...] | None) -> list[dict[str, Any]]:
+    """The member-density grid, shared by every view while ``dim_member`` is unchanged (it does not depend on the
+    window, and a dimension of millions of members should not be scanned once per window)."""
+    parts = None if key is None else tuple(t for t in key[0] if t[0] == "dim_member")
+    cached = getattr(services, "_dashboard_density", None)
+    if parts is not None and cached is not None and cached[0] == parts:
+        return cached[1]
+    if services.sql is None:
+        return []
+    rows = services.sql.named("member_density").to_dict("records")
+    if parts is not None:
+        services._dashboard_density = (parts, rows)  # type: ignore[attr-defined]
+    return rows
+
+
+def compute_view(services: Services, *, days: int = 30, station_id: str | None = None,
+                 key: tuple[Any, ...] | None = None) -> dict[str, Any]:
+    """Every panel of one view (no cache of the view; ``key``: the cache key taken before, which lets the member
+    density be reused). Warehouse and model panels are computed on two threads."""
     started = time.perf_counter()
     params = {"days": days, "station_id": station_id}
     wp: WarehousePanels | None = None
@@ -241,7 +260,7 @@ def compute_view(services: Services, *, days: int = 30, station_id: str | None =
     warehouse_error: str | None = None
     if services.sql is not None:
         try:
-            wp = WarehousePanels(services.sql, days)
+            wp = WarehousePanels(services.sql, days, member_density=lambda: _member_density(services, key))
             window = wp.window
         except NotReady as exc:
             warehouse_error = exc.detail
@@ -335,7 +354,7 @@ def dashboard_bytes(services: Services, *, days: int = 30, station_id: str | Non
         key = _cache_key_part(services)
         if not force and entry.body and age < (MAX_AGE_S if key is not None else NO_KEY_TTL_S) and key == entry.key:
             return entry.body, age
-        body = compute_view(services, days=days, station_id=station_id)
+        body = compute_view(services, days=days, station_id=station_id, key=key)
         entry.body = json.dumps(body, separators=(",", ":"), default=_json_default, allow_nan=False).encode()
         entry.key, entry.at = key, time.monotonic()
         return entry.body, 0.0
