@@ -9,6 +9,10 @@ Known noida-db defects and what we do about them (see docs/STREAMING.md):
   supervisor calls :meth:`EmbeddedBroker.restart` — data, topics and committed offsets persist on disk, so the
   restart is cheap and loses nothing (``tests/integration/test_stream_broker.py`` shows it).
 * auto-created topics get one partition: every topic is created up front by :func:`streams.topics.ensure_topics`.
+* B1: records acknowledged while the server *process* shuts down (SIGTERM) can be missing after the restart.
+  :meth:`EmbeddedBroker.restart` therefore restarts the Kafka *service* inside the running server
+  (``noida-db stop kafka`` + ``noida-db start kafka``), which loses nothing and also drops stale group members;
+  ``restart(process=True)`` is the unplanned-restart fault the fault suite injects.
 """
 
 from __future__ import annotations
