@@ -7,8 +7,9 @@ than once for the same tx_id.
 
 Environment: ``BENCH_SECONDS`` (default 300), ``BENCH_STREAM_RATE`` (tx/s, default 2000),
 ``BENCH_STREAM_WORKERS`` (Faust worker processes, default 2), ``BENCH_STREAM_TAKE`` (batch size, default 256),
-``BENCH_STREAM_PORT`` (broker port, default 19280), ``BENCH_STREAM_ENVELOPE_MS`` (gateway batching window:
-authorisations of one partition produced within it travel as one Kafka record; 0 = one record each; default 20).
+``BENCH_STREAM_PORT`` (broker port, default 19380), ``BENCH_STREAM_ENVELOPE_MS`` (gateway batching window:
+authorisations of one partition produced within it travel as one Kafka record; 0 = one record each; default 40:
+most of the pipeline's CPU is per Kafka round, not per authorisation — docs/STREAMING.md).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def run(seconds: float | None) -> dict:
     take = int(os.environ.get("BENCH_STREAM_TAKE", "256"))
     port = int(os.environ.get("BENCH_STREAM_PORT", "19380"))
     # Gateway-side micro-batching of authorisations (0 = one Kafka record per authorisation).
-    envelope_ms = float(os.environ.get("BENCH_STREAM_ENVELOPE_MS", "20"))
+    envelope_ms = float(os.environ.get("BENCH_STREAM_ENVELOPE_MS", "40"))
     registry = bench_registry()
     engine = engine_info(registry)
     root = Path(tempfile.mkdtemp(prefix="bench-stream-"))
@@ -178,6 +179,8 @@ def run(seconds: float | None) -> dict:
         cl.check_workers()
     finally:
         cl.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get("BENCH_STREAM_KEEP") != "1":  # 1: keep the run directory (worker logs, broker log)
+            shutil.rmtree(root, ignore_errors=True)
     return {"rate_target": rate, "seconds": seconds, **figures, "workers": workers, "take": take,
-            "envelope_ms": envelope_ms, **engine}
+            "envelope_ms": envelope_ms, **engine,
+            **({"run_dir": str(root)} if os.environ.get("BENCH_STREAM_KEEP") == "1" else {})}

@@ -217,6 +217,22 @@ def shard_assignor(shard: tuple[int, int], topics: frozenset[str]) -> type:
     return ShardAssignor
 
 
+def _trace_gc_pauses(min_ms: float = 5.0) -> None:
+    """Log every garbage collection that stops the worker for ``min_ms`` or more (``trace`` mode)."""
+    started: list[float] = [0.0]
+
+    def cb(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        ms = (time.perf_counter() - started[0]) * 1000
+        if ms >= min_ms:
+            log.warning("trace gc generation=%d pause_ms=%.1f collected=%d tracked=%d", info["generation"], ms,
+                        info["collected"], len(gc.get_objects(info["generation"])))
+
+    gc.callbacks.append(cb)
+
+
 def create_app(cfg: StreamConfig) -> StreamApp:
     """Build the Faust app with the agents named in ``cfg.agents``."""
     from streams.engine import load_engine
@@ -368,6 +384,9 @@ def create_app(cfg: StreamConfig) -> StreamApp:
                 dead_letter(event, exc, "risk", out, raw=bad)
         if bodies:
             out.append((decisions, None, b"[" + b",".join(bodies) + b"]", event.message.partition))
+
+    if cfg.trace:
+        _trace_gc_pauses()
 
     if "risk" in cfg.agents:
         @app.agent(tps[T.AUTHORISATIONS.suffix], name="risk")
