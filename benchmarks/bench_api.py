@@ -146,11 +146,13 @@ async def _load(base: str, plan: list[tuple[str, str, dict[str, str]]], seconds:
 def run(seconds: float | None) -> dict:
     """Start the server, load it for ``seconds`` (default 30) at 300 req/s, measure the dashboard render."""
     seconds = float(seconds or 30.0)
+    port = int(os.environ.get("BENCH_API_HTTP_PORT", PORT))
+    cdp_port = int(os.environ.get("BENCH_API_CDP_PORT", CDP_PORT))
     root = Path(tempfile.mkdtemp(prefix="fuelcard-bench-api-"))
-    base = f"http://127.0.0.1:{PORT}"
+    base = f"http://127.0.0.1:{port}"
     log = (root / "server.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "serving.testing", "serve", "--root", str(root),  # noqa: S603
-                             "--port", str(PORT)], stdout=log, stderr=subprocess.STDOUT,
+                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
                             cwd=Path(__file__).resolve().parents[1])
     try:
         deadline = time.monotonic() + 900
@@ -168,7 +170,15 @@ def run(seconds: float | None) -> dict:
         info = json.loads((root / "env.json").read_text())
         keys = info.pop("keys")
         plan = _endpoints(base, keys)
+        import resource
+
+        import psutil
+
+        server = psutil.Process(proc.pid)
+        cpu0, ru0 = sum(server.cpu_times()[:2]), resource.getrusage(resource.RUSAGE_SELF)
         res = asyncio.run(_load(base, plan, seconds, RATE))
+        cpu1, ru1 = sum(server.cpu_times()[:2]), resource.getrusage(resource.RUSAGE_SELF)
+        n_req = max(1, res["sent"])
         endpoints = {}
         for name, values in sorted(res["lat"].items()):
             a = np.asarray(values)
@@ -178,7 +188,7 @@ def run(seconds: float | None) -> dict:
         try:
             from serving.testing import Chromium, first_render_ms
 
-            with Chromium(CDP_PORT, root / "chromium-profile") as cdp:
+            with Chromium(cdp_port, root / "chromium-profile") as cdp:
                 first_render_ms(cdp, f"{base}/dashboard/#key={keys['analyst']}")  # warms the 30 s cache
                 render = first_render_ms(cdp, f"{base}/dashboard/#key={keys['analyst']}")
         except Exception as exc:  # noqa: BLE001 - reported in the result, the API figures still stand
@@ -197,6 +207,10 @@ def run(seconds: float | None) -> dict:
             "dashboard_render_error": render.get("error"),
             "transactions": info.get("transactions"),
             "models": info.get("trained"),
+            # CPU per request of the server and of this load generator, over the timed load only
+            "server_cpu_us_per_req": round((cpu1 - cpu0) / n_req * 1e6, 1),
+            "loadgen_cpu_us_per_req": round((ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime)
+                                            / n_req * 1e6, 1),
             "load_avg_1m": round(os.getloadavg()[0], 1),
         }
     finally:

@@ -141,6 +141,9 @@ def create_app(
         if risk_service is not None:
             with contextlib.suppress(Exception):
                 await risk_service.close()
+        hook = getattr(app.state, "on_shutdown", None)  # e.g. dump a profile (uvicorn re-raises SIGTERM)
+        if hook is not None:
+            hook()
 
     from serving.risk import fastapi_telemetry
 

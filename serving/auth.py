@@ -232,7 +232,8 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                                description="API key; `Authorization: Bearer <key>` works too")
 
 
-def _principal(request: Request, api_key: Annotated[str | None, Depends(_api_key_header)]) -> Principal:
+async def _principal(request: Request, api_key: Annotated[str | None, Depends(_api_key_header)]) -> Principal:
+    # async (no I/O but a cached key lookup): FastAPI would run a plain ``def`` dependency in its thread pool.
     key = api_key
     if not key:
         auth = request.headers.get("authorization", "")
@@ -250,7 +251,7 @@ def _principal(request: Request, api_key: Annotated[str | None, Depends(_api_key
 def require(scope: Scope) -> Callable[..., Any]:
     """A dependency that admits only keys holding ``scope``."""
 
-    def dependency(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
         if not principal.has(scope):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"this key lacks the scope {scope}")
         return principal

@@ -42,7 +42,8 @@ class Services:
         return self.reviews
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool (a thread hop per request for a lookup).
     return request.app.state.services
 
 

@@ -387,7 +387,21 @@ def main(argv: list[str] | None = None) -> None:
             "transactions": int(env.warehouse.query_value("SELECT count() FROM fact_transactions"))}
     app = make_app(env)
     (Path(args.root) / "env.json").write_text(json.dumps({**info, "keys": app.state.services.demo_keys}))
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    import os
+
+    prof_path = os.environ.get("FUELCARD_API_PROFILE")  # a file: profile the server's main thread (cProfile)
+    if prof_path:
+        import cProfile
+
+        prof = cProfile.Profile()
+
+        def dump() -> None:
+            prof.disable()
+            prof.dump_stats(prof_path)
+
+        app.state.on_shutdown = dump
+        prof.enable()
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, proxy_headers=False)
 
 
 if __name__ == "__main__":
