@@ -39,7 +39,7 @@ from streams.loadgen import (
 
 
 async def _drive(cl: StreamCluster, *, rate: float, seconds: float, drain_s: float, envelope_s: float,
-                 on_start: Callable[[], None] = lambda: None) -> dict:
+                 on_start: Callable[[], None] = lambda: None, on_end: Callable[[], None] = lambda: None) -> dict:
     col = DecisionCollector(cl.bootstrap, cl.topic(T.DECISIONS.suffix), track_produced=True)
     await col.start()
     try:
@@ -53,6 +53,7 @@ async def _drive(cl: StreamCluster, *, rate: float, seconds: float, drain_s: flo
         # This process's objects (sent/arrived maps) only grow: no full collection needs to scan them.
         gc.collect()
         gc.freeze()
+        n_warm = len(col.arrived)
         on_start()
         wall0 = time.time() - time.perf_counter()  # perf_counter → wall clock (record timestamps are wall)
         t0 = time.perf_counter()
@@ -68,14 +69,16 @@ async def _drive(cl: StreamCluster, *, rate: float, seconds: float, drain_s: flo
         send_s = time.perf_counter() - t0
         # Drain: wait while decisions keep arriving (a backlog is slow, not lost); stop after ``drain_s`` without
         # progress. Whatever is still missing then is counted as lost.
+        # (Counting, not set differences: every id in ``arrived`` after the warm-up is one of ``sent``.)
         last_n, last_change = -1, time.perf_counter()
-        while sent.keys() - col.arrived.keys():
+        while len(col.arrived) - n_warm < len(sent):
             if len(col.arrived) != last_n:
                 last_n, last_change = len(col.arrived), time.perf_counter()
             elif time.perf_counter() - last_change > drain_s:
                 break
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.2)
         done = time.perf_counter()
+        on_end()  # CPU figures stop here: the statistics below are not the pipeline's work
         decided = [k for k in sent if k in col.arrived]
         last = max((col.arrived[k] for k in decided), default=done)
         lat = [(col.arrived[k] - sent[k]) * 1000 for k in decided]
@@ -163,19 +166,25 @@ def run(seconds: float | None) -> dict:
         def cpu(ps: list[psutil.Process]) -> float:
             return sum(sum(p.cpu_times()[:2]) for p in ps)
 
-        snap: dict[str, float] = {}
+        groups = {"worker": procs, "broker": [broker] if broker else [], "bench": [me]}
+        t0: dict[str, float] = {}
+        used: dict[str, float] = {}
+        figures_extra: dict[str, float] = {}
 
         def on_start() -> None:  # called by _drive after the warm-up, when the timed run starts
-            snap.update(workers=cpu(procs), broker=cpu([broker]) if broker else 0.0, bench=cpu([me]))
+            t0.update({k: cpu(v) for k, v in groups.items()})
+            figures_extra["load_avg_1m_start"] = round(os.getloadavg()[0], 2)
+
+        def on_end() -> None:  # ... and when every decision is in (or the drain gave up)
+            used.update({k: cpu(v) - t0[k] for k, v in groups.items()})
 
         figures = asyncio.run(_drive(cl, rate=rate, seconds=seconds, drain_s=15.0,
-                                     envelope_s=envelope_ms / 1000, on_start=on_start))
+                                     envelope_s=envelope_ms / 1000, on_start=on_start, on_end=on_end))
         n = max(1, figures["decided"])
-        for name, ps in (("worker", procs), ("broker", [broker] if broker else []), ("bench", [me])):
-            used = cpu(ps) - snap[name if name != "worker" else "workers"]
-            figures[f"{name}_cpu_s"] = round(used, 1)
-            figures[f"{name}_cpu_us_per_tx"] = round(used / n * 1e6, 1)
-        figures["load_avg_1m"] = round(os.getloadavg()[0], 2)
+        for name in groups:
+            figures[f"{name}_cpu_s"] = round(used[name], 1)
+            figures[f"{name}_cpu_us_per_tx"] = round(used[name] / n * 1e6, 1)
+        figures.update(figures_extra, load_avg_1m=round(os.getloadavg()[0], 2))
         cl.check_workers()
     finally:
         cl.stop()
