@@ -65,8 +65,13 @@ def build_config(args: argparse.Namespace) -> StreamConfig:
         trace=os.environ.get("FUELCARD_STREAM_TRACE") == "1",  # entry point: may read the environment
         shard=_shard(args.shard),
         direct_port=args.direct_port,
-        max_future_skew_s=None if args.max_future_skew <= 0 else args.max_future_skew,
+        max_future_skew_s=future_skew(args.max_future_skew),
     )
+
+
+def future_skew(seconds: float) -> float | None:
+    """``--max-future-skew`` → ``StreamConfig.max_future_skew_s`` (0 or less: no far-future check)."""
+    return None if seconds <= 0 else float(seconds)
 
 
 def _shard(spec: str | None) -> tuple[int, int] | None:

@@ -65,3 +65,16 @@ def test_validate_row_rejects_what_the_warehouse_cannot_store() -> None:
     with pytest.raises(ValueError):
         validate_row("authorisations", orjson.loads(_auth("t2", datetime.now(UTC) + timedelta(days=3))),
                      max_future_skew_s=86_400)
+
+
+def test_worker_cli_sets_the_far_future_skew() -> None:
+    """``python -m streams.worker --max-future-skew S`` reaches StreamConfig.max_future_skew_s (0 disables it)."""
+    from streams.app import StreamConfig
+    from streams.worker import future_skew, parser
+
+    assert parser().parse_args([]).max_future_skew == StreamConfig(broker_url="x").max_future_skew_s == 86_400
+    args = parser().parse_args(["--max-future-skew", "3600", "--sink-batch", "500", "--sink-within", "0.5",
+                                "--diag-interval", "5"])
+    assert future_skew(args.max_future_skew) == 3600.0
+    assert (args.sink_batch, args.sink_within, args.diag_interval) == (500, 0.5, 5.0)
+    assert future_skew(parser().parse_args(["--max-future-skew", "0"]).max_future_skew) is None
