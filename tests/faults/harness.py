@@ -85,6 +85,8 @@ class CaseResult:
 def report(result: CaseResult) -> CaseResult:
     """Print the case's line (pytest shows it with ``-s`` or on failure) and return it."""
     print(result.line(), flush=True)  # noqa: T201 - every case prints events in / effects out / lost / dup
+    if not result.ok:
+        print("[fault]   details: " + json.dumps(result.details, default=str), flush=True)  # noqa: T201
     return result
 
 
