@@ -141,3 +141,26 @@ def test_card_state_is_compact():
         e.process(tx_from_mapping(r))
     sizes = [len(s.to_bytes()) for s in e.cards.values()]
     assert max(sizes) < 4000
+
+
+def test_card_state_reads_older_layouts():
+    """A state written by the version-1 layout (per-event lists) loads into the same features as the live one."""
+    cfg = FeatureConfig(label_delay_days=2)
+    e = FeatureEngine(cfg)
+    txs = [tx_from_mapping({"tx_id": "a", "ts": 1000.0, "card_id": "c", "station_id": "s1", "amount_fen": 5000}),
+           tx_from_mapping({"tx_id": "b", "ts": 5000.0, "card_id": "c", "station_id": "s2", "amount_fen": 7000,
+                            "device_id": "d1", "product": "95", "litres": 40.0, "lat": 31.0, "lon": 121.0})]
+    for tx in txs:
+        e.process(tx)
+    live = e.cards["c"]
+    v1 = {"v": 1, "ts": [1000.0, 5000.0], "amt": [5000, 7000], "station": ["s1", "s2"], "device": [None, "d1"],
+          "product": [None, "95"], "litres": [0.0, 40.0], "litres_known": [0, 1], "lat": [0.0, 31.0],
+          "lon": [0.0, 121.0], "geo_known": [0, 1], "night": [0, 0], "n_total": 2, "first_ts": 1000.0,
+          "pending_fraud": [], "known_fraud": 0}
+    old = CardState.from_dict(v1)
+    assert old.to_dict() == live.to_dict()
+    nxt = tx_from_mapping({"tx_id": "c", "ts": 9000.0, "card_id": "c", "station_id": "s1", "amount_fen": 9000,
+                           "device_id": "d2", "product": "92", "litres": 20.0, "lat": 31.5, "lon": 121.5})
+    _, a = update_card(CardState.from_bytes(live.to_bytes()), nxt, None, cfg)
+    _, b = update_card(old, nxt, None, cfg)
+    np.testing.assert_array_equal(np.array(a), np.array(b))
