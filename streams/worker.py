@@ -121,8 +121,9 @@ def patch_faust_recovery() -> None:
     them away and the re-fetch after the seek drops them as already read (Faust's ``DROPPED MESSAGE ROFF``). The
     next record of the partition is processed and acknowledged, so the committed offset passes a record that was
     never processed: its decision is silently missing (the intermittent "1 of 16 warm-up probes never decided"
-    after ``kill -9`` + broker restart). Fixed order: seek while the stream partitions are still paused, clear
-    the queues, and only then resume the stream partitions.
+    after ``kill -9`` + broker restart). Fixed order: clear the queues first, then seek every stream partition to
+    its committed offset — also 0, which aiokafka's ``seek_to_committed`` skips — so anything thrown away is
+    fetched again, then resume. What still slips through is caught by :func:`patch_faust_commit_safety`.
     """
     import faust.tables.recovery as rec
 
@@ -145,12 +146,18 @@ def patch_faust_recovery() -> None:
                              f"param {generation_id}")
             return
         stream_tps = {tp for tp in assignment if not self._is_changelog_tp(tp)}
-        consumer.pause_partitions(stream_tps)  # nothing of them may be fetched before the seek and the clear
+        # Clear the stream queues first (records delivered before this point are thrown away here), then seek
+        # every stream partition back to its committed offset, so whatever was thrown away is fetched again.
+        self.app.flow_control.resume()
         if assignment:
-            self.log.info("Seek stream partitions to committed offsets (paused; fuelcard patch).")
+            self.log.info("Seek stream partitions to committed offsets (after the queue clear; fuelcard patch).")
             await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+            if _HEADS_COMMITTED:
+                # aiokafka's seek_to_committed skips a committed offset of 0 (and Faust stores it as None)
+                for tp in stream_tps:
+                    if consumer._committed_offset.get(tp) is None:  # noqa: SLF001
+                        await consumer.seek(tp, 0)
         self.completed.set()
-        self.app.flow_control.resume()  # clears the stream queues
         consumer.resume_flow()
         consumer.resume_partitions(stream_tps)
         await self.app._fetcher.maybe_start()  # noqa: SLF001
@@ -196,7 +203,11 @@ def patch_faust_commit_safety() -> None:
 
     def _new_offset(self: Any, tp: Any) -> int | None:
         acked = self._acked[tp]
+        # Faust stores a committed offset of 0 as None; the worker commits every never-committed partition's
+        # beginning before it starts (commit_unset_offsets), so None here means 0.
         committed = self._committed_offset.get(tp)
+        if committed is None and _HEADS_COMMITTED:
+            committed = 0
         if acked and committed is not None and min(acked) > committed:
             return None  # the record at the committed offset has not been processed yet
         return original_new_offset(self, tp)
@@ -204,6 +215,39 @@ def patch_faust_commit_safety() -> None:
     fc.Consumer._add_gap = _add_gap  # type: ignore[method-assign]  # noqa: SLF001
     fc.Consumer._new_offset = _new_offset  # type: ignore[method-assign]  # noqa: SLF001
     fc.Consumer._fuelcard_commit_safe = True  # type: ignore[attr-defined]  # noqa: SLF001
+
+
+_HEADS_COMMITTED = False  # set when commit_unset_offsets succeeded: a partition Faust has no offset for is at 0
+
+
+async def commit_unset_offsets(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
+    """Give every partition of ``topics`` that ``group`` never committed a committed offset: its beginning.
+
+    Same meaning as ``auto_offset_reset="earliest"``, but it lets :func:`patch_faust_commit_safety` check the
+    head of every partition: a record dropped before the group's first commit could otherwise be committed past
+    (Faust trusts the first acknowledged offset when nothing is committed). Returns what was committed.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.structs import OffsetAndMetadata
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        done = {(tp.topic, tp.partition) for tp in await admin.list_consumer_group_offsets(group)}
+        tps = [TopicPartition(t, q) for t in topics for q in sorted(consumer.partitions_for_topic(t) or ())
+               if (t, q) not in done]
+        if not tps:
+            return {}
+        consumer.assign(tps)
+        begin = await consumer.beginning_offsets(tps)
+        await consumer.commit({tp: OffsetAndMetadata(begin[tp], "") for tp in tps})
+        return {f"{tp.topic}[{tp.partition}]": begin[tp] for tp in tps}
+    finally:
+        await consumer.stop()
+        await admin.close()
 
 
 def _suspension_chain(obj: Any, limit: int = 40) -> list[str]:
@@ -290,6 +334,19 @@ def run(argv: list[str] | None = None) -> None:
         patch_faust_recovery()
         patch_faust_commit_safety()
     cfg = build_config(args)
+    if os.environ.get("FUELCARD_FAUST_RECOVERY_PATCH", "1") != "0":
+        from streams.broker import bootstrap_servers
+        from streams.cluster import AGENT_SOURCES
+
+        topics = sorted({spec.name(cfg.prefix) for a in cfg.agents for spec in AGENT_SOURCES.get(a, ())})
+        try:
+            set_now = asyncio.run(commit_unset_offsets(bootstrap_servers(cfg.broker_url), cfg.app_id, topics))
+            global _HEADS_COMMITTED  # noqa: PLW0603 - process-wide switch read by the patched Faust consumer
+            _HEADS_COMMITTED = True
+            if set_now:
+                logging.getLogger("streams.worker.diag").warning("committed beginning offsets: %s", set_now)
+        except Exception as exc:  # noqa: BLE001 - the worker still runs (Faust resets to earliest)
+            logging.getLogger("streams.worker.diag").warning("could not commit beginning offsets: %r", exc)
     if args.sink_batch:
         cfg.sink_batch = args.sink_batch
     if args.sink_within:
