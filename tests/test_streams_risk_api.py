@@ -126,3 +126,23 @@ def test_invalid_authorisation_is_rejected_with_422(payload):
     with TestClient(create_app(service=svc)) as client:
         r = client.post("/v1/risk/decide", content=payload, headers={"content-type": "application/json"})
         assert r.status_code == 422
+
+
+def test_fast_path_refuses_oversized_bodies_and_never_echoes_input():
+    """The ASGI fast path that answers /v1/risk/decide keeps the route's contract: 413 over 64 KiB, 422 with
+    field-level messages that do not echo the submitted values, other methods/routes go to FastAPI."""
+    svc = RiskService(RiskServiceConfig(bootstrap="127.0.0.1:9", budget_ms=20), engine=load_engine())
+    with TestClient(create_app(service=svc)) as client:
+        big = client.post("/v1/risk/decide", content=b"{" + b" " * 70_000 + b"}",
+                          headers={"content-type": "application/json"})
+        assert big.status_code == 413
+        secret = "13800138000-PERSONAL"
+        bad = client.post("/v1/risk/decide", content=orjson.dumps({**orjson.loads(AUTH.model_dump_json()),
+                                                                   "amount_fen": -5, "product": secret}),
+                          headers={"content-type": "application/json"})
+        assert bad.status_code == 422
+        assert secret not in bad.text and {e["field"] for e in bad.json()["detail"]} >= {"amount_fen", "product"}
+        assert client.get("/v1/risk/decide").status_code == 405  # not the fast path: FastAPI answers
+        ok = client.post("/v1/risk/decide", content=AUTH.model_dump_json(),
+                         headers={"content-type": "application/json"})
+        assert ok.status_code == 200 and ok.headers["x-decision-source"] == "fallback"
