@@ -165,6 +165,11 @@ def run(seconds: float | None) -> dict:
             (sum(sum(w.cpu_times()[:2]) for w in workers_p) - cpu_w0) / n * 1e6, 1)
         figures["loadgen_cpu_us_per_req"] = round(
             (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / n * 1e6, 1)
+        import httpx
+
+        status = httpx.get(f"http://{host}:{port}/v1/risk/status", timeout=5).json()
+        figures["api_counts"] = {k: status.get(k) for k in ("direct", "stream", "timeout", "unavailable", "degraded",
+                                                            "cached")}
         figures["load_avg_1m"] = round(os.getloadavg()[0], 2)
         cl.check_workers()
     finally:
