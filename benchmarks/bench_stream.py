@@ -9,7 +9,11 @@ Environment: ``BENCH_SECONDS`` (default 300), ``BENCH_STREAM_RATE`` (tx/s, defau
 ``BENCH_STREAM_WORKERS`` (Faust worker processes, default 2), ``BENCH_STREAM_TAKE`` (batch size, default 256),
 ``BENCH_STREAM_PORT`` (broker port, default 19380), ``BENCH_STREAM_ENVELOPE_MS`` (gateway batching window:
 authorisations of one partition produced within it travel as one Kafka record; 0 = one record each; default 40:
-most of the pipeline's CPU is per Kafka round, not per authorisation — docs/STREAMING.md).
+most of the pipeline's CPU is per Kafka round, not per authorisation — docs/STREAMING.md),
+``BENCH_STREAM_RETENTION_S`` (retention of every topic of the run, changelogs included, default 60; 0 = the
+production retention: the embedded broker's CPU per byte grows with what it retains; a backlog older than this
+would be deleted unread and count as lost), ``BENCH_STREAM_REGISTRY`` (model registry, default
+``var/bench-stream/registry``, trained once), ``BENCH_STREAM_KEEP=1`` (keep the run directory with the logs).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from streams import topics as T
+from streams.broker import EmbeddedBroker, _run_coro
 from streams.cluster import StreamCluster
 from streams.loadgen import (
     DecisionCollector,
@@ -154,8 +159,20 @@ def run(seconds: float | None) -> dict:
     root = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     cl = StreamCluster(root, port=port, workers=workers, agents="risk", take_max=take, take_within_s=0.003,
                        artifacts=registry)
+    retention_s = float(os.environ.get("BENCH_STREAM_RETENTION_S", "60"))
     try:
-        cl.start_broker()
+        if retention_s > 0:
+            # noida-db's CPU per produced byte grows with the bytes it retains (2,000 records/s: 18 % of a core
+            # after 25 s, 45 % after 100 s; flat at 15 % with a 10 s retention): bound what a long run leaves in
+            # it. Created here, before the cluster's own (idempotent) topic creation.
+            cl.data_dir.mkdir(parents=True, exist_ok=True)
+            cl.broker = EmbeddedBroker(cl.data_dir / "broker", port, log_path=cl.data_dir / "broker.log")
+            cl.broker.start()
+            ids = [str(cl.app_id)] + [f"{cl.app_id}-w{k}" for k in range(workers)]
+            specs = [x for i in ids for x in T.all_topic_specs(str(cl.prefix), i)]
+            _run_coro(T.ensure_topics(cl.bootstrap, T.with_retention(specs, int(retention_s * 1000))))
+        else:
+            cl.start_broker()
         cl.start_workers()
         import psutil
 
@@ -191,5 +208,5 @@ def run(seconds: float | None) -> dict:
         if os.environ.get("BENCH_STREAM_KEEP") != "1":  # 1: keep the run directory (worker logs, broker log)
             shutil.rmtree(root, ignore_errors=True)
     return {"rate_target": rate, "seconds": seconds, **figures, "workers": workers, "take": take,
-            "envelope_ms": envelope_ms, **engine,
+            "envelope_ms": envelope_ms, "retention_s": retention_s, **engine,
             **({"run_dir": str(root)} if os.environ.get("BENCH_STREAM_KEEP") == "1" else {})}

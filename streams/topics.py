@@ -75,6 +75,21 @@ def all_topic_specs(prefix: str, app_id: str) -> list[tuple[str, int, dict[str, 
     return out
 
 
+def with_retention(specs: list[tuple[str, int, dict[str, str]]], retention_ms: int,
+                   segment_ms: int | None = None) -> list[tuple[str, int, dict[str, str]]]:
+    """The same topics with a short retention, compacted ones too (``compact,delete``): for benchmarks on the
+    embedded noida-db, whose CPU per produced byte grows with the bytes it retains (docs/STREAMING.md). Never for
+    production: a changelog whose old records are deleted cannot restore a table."""
+    seg = str(segment_ms if segment_ms is not None else max(1000, retention_ms // 6))
+    out = []
+    for name, parts, cfg in specs:
+        c = {**cfg, "retention.ms": str(retention_ms), "segment.ms": seg}
+        if c.get("cleanup.policy") == "compact":
+            c["cleanup.policy"] = "compact,delete"
+        out.append((name, parts, c))
+    return out
+
+
 async def ensure_topics(bootstrap: str, specs: list[tuple[str, int, dict[str, str]]],
                         *, replication: int = 1) -> list[str]:
     """Create the topics that do not exist yet (idempotent). Returns the names created.
