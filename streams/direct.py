@@ -252,7 +252,7 @@ def direct_server(app: Any, sa: StreamApp, cfg: StreamConfig,
                 consumer = app.consumer._thread._ensure_consumer()  # noqa: SLF001
             except Exception:  # noqa: BLE001 - not started yet
                 consumer = None
-            if consumer is not None and pace_empty_fetches(consumer, 0.01):
+            if consumer is not None and pace_empty_fetches(consumer, 0.025):
                 break
             await asyncio.sleep(1.0)
         async with server:
