@@ -175,3 +175,14 @@ def test_fast_benchmark_records_are_the_synthetic_authorisations():
         a = Authorisation.model_validate_json(r.value)
         by_card.setdefault(a.card_id, set()).add((a.lat, a.lon))
     assert all(max(abs(p[0] - q[0]) + abs(p[1] - q[1]) for p in ps for q in ps) <= 0.4 for ps in by_card.values())
+
+
+def test_benchmark_retention_bounds_every_topic_changelogs_included():
+    specs = T.all_topic_specs("p", "app")
+    short = T.with_retention(specs, 60_000)
+    assert [(n, p) for n, p, _ in short] == [(n, p) for n, p, _ in specs]
+    by_name = {n: c for n, _, c in short}
+    assert all(c["retention.ms"] == "60000" and c["segment.ms"] == "10000" for c in by_name.values())
+    assert by_name["app-card_state-changelog"]["cleanup.policy"] == "compact,delete"
+    assert "cleanup.policy" not in by_name["p.authorisations"]
+    assert {n: c for n, _, c in specs}["app-card_state-changelog"] == {"cleanup.policy": "compact"}  # unchanged
