@@ -123,8 +123,12 @@ def bench_registry(root: Path | None = None) -> Path:
     workers with the settings' registry (the soak).
     """
     root = Path(root or os.environ.get("BENCH_STREAM_REGISTRY") or BENCH_DATA_DIR / "registry").absolute()
+    stamp = root / "bench-source-fingerprint"
+    fingerprint = _training_code_fingerprint()
     if (root / "fraud" / "CURRENT").exists():
-        return root
+        if not stamp.exists() or stamp.read_text() == fingerprint:
+            return root  # (a registry we did not train — no stamp — is used as given)
+        shutil.rmtree(root)  # our cache, trained by older training/feature code: train again
     cli = [sys.executable, "-c", "from fuelcard.cli import main; main()"]
     with tempfile.TemporaryDirectory(prefix="bench-stream-sim-") as tmp:
         sim = Path(tmp) / "sim"
@@ -132,7 +136,21 @@ def bench_registry(root: Path | None = None) -> Path:
                        stdout=subprocess.DEVNULL)
         subprocess.run([*cli, "train", "fraud", "--from-dir", str(sim), "--registry", str(root),  # noqa: S603
                         "--reports", str(Path(tmp) / "reports"), "--json"], check=True, stdout=subprocess.DEVNULL)
+    stamp.write_text(fingerprint)
     return root
+
+
+def _training_code_fingerprint() -> str:
+    """Hash of the code that shapes the trained model (features, training, the train command)."""
+    import hashlib
+
+    top = Path(__file__).parents[1]
+    h = hashlib.sha256()
+    for rel in ("fuelcard/features.py", "fuelcard/commands/train_jobs.py", *sorted(
+            str(p.relative_to(top)) for p in (top / "models" / "fraud").glob("*.py"))):
+        f = top / rel
+        h.update(rel.encode() + b"\0" + (f.read_bytes() if f.exists() else b"") + b"\0")
+    return h.hexdigest()[:16]
 
 
 def engine_info(registry: Path) -> dict:
