@@ -136,12 +136,12 @@ def test_fast_path_refuses_oversized_bodies_and_never_echoes_input():
         big = client.post("/v1/risk/decide", content=b"{" + b" " * 70_000 + b"}",
                           headers={"content-type": "application/json"})
         assert big.status_code == 413
-        secret = "13800138000-PERSONAL"
+        personal = "13800138000-PERSONAL"
         bad = client.post("/v1/risk/decide", content=orjson.dumps({**orjson.loads(AUTH.model_dump_json()),
-                                                                   "amount_fen": -5, "product": secret}),
+                                                                   "amount_fen": -5, "product": personal}),
                           headers={"content-type": "application/json"})
         assert bad.status_code == 422
-        assert secret not in bad.text and {e["field"] for e in bad.json()["detail"]} >= {"amount_fen", "product"}
+        assert personal not in bad.text and {e["field"] for e in bad.json()["detail"]} >= {"amount_fen", "product"}
         assert client.get("/v1/risk/decide").status_code == 405  # not the fast path: FastAPI answers
         ok = client.post("/v1/risk/decide", content=AUTH.model_dump_json(),
                          headers={"content-type": "application/json"})
