@@ -132,7 +132,7 @@ def run_demo_day(settings: Any, data_dir: str | Path, transactions: pd.DataFrame
         else settings.kafka_bootstrap
     cl = StreamCluster(data_dir / "stream", port=port, workers=workers, agents="risk,points",
                        directory=directory, broker_url=bootstrap_url,
-                       artifacts=_registry_root(settings))
+                       artifacts=_registry_root(settings), watchdog_s=30.0)
     try:
         cl.start_broker()
         cl.start_workers()

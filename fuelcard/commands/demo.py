@@ -373,7 +373,8 @@ def up(
     frames = read_sim(sim_dir)
     tx = frames["transactions.parquet"].sort_values("ts").reset_index(drop=True)
     cluster = StreamCluster(out / "stream", port=broker_port, workers=workers, agents="risk,points",
-                            artifacts=settings.registry_dir)
+                            artifacts=settings.registry_dir,
+                            watchdog_s=30.0)  # restart a worker whose partitions stop committing (FAULTS.md F8/F9)
     sink_dir = out / "stream" / "sink"
     stop = threading.Event()
     try:
