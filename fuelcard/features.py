@@ -717,6 +717,8 @@ def update_station(
 
 _NO_TERMINAL = [NAN] * len(TERMINAL_FEATURES)
 _NO_DEVICE = [NAN] * len(DEVICE_FEATURES)
+_ZERO_TERMINAL = (0.0,) * len(TERMINAL_FEATURES)
+_NO_STATION_ACTIVITY = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, NAN, NAN, NAN, NAN, NAN)
 
 
 def update_terminal(
@@ -797,37 +799,99 @@ class FeatureEngine:
         self.devices: dict[str, StationState] = {}
 
     def process(self, tx: Tx, profile: CardProfile | None = None) -> list[float]:
-        """Features of ``tx`` (point-in-time), then update every state with it."""
+        """Features of ``tx`` (point-in-time), then update every state with it.
+
+        The station (while it has no label), terminal and device steps are :func:`update_station`,
+        :func:`update_terminal` and :func:`update_device` inlined (same arithmetic, no call, no tuple, no
+        intermediate list): ``tests/test_features_parity.py`` checks this path against those functions."""
         cfg = self.config
         key = tx.card_id
-        old = self.cards.get(key)
+        cards = self.cards
+        old = cards.get(key)
         cs, cf = update_card(old, tx, profile, cfg)
         if old is None:  # states are updated in place: store only new ones
-            self.cards[key] = cs
+            cards[key] = cs
+        t = tx.ts
+        new_here = 1 if cf[_I_NEW_STATION] == 1.0 else 0
+        rnd = 1 if cf[_I_ROUND] == 2.0 else 0
         key = tx.station_id
-        old = self.stations.get(key)
-        ss, sf = update_station(old, tx, cf, cfg)
-        if old is None:
-            self.stations[key] = ss
-        cf += sf
+        st = self.stations.get(key)
+        if st is None or st.lab_ts or tx.is_fraud is not None:
+            ss, sf = update_station(st, tx, cf, cfg)
+            if st is None:
+                self.stations[key] = ss
+            cf += sf
+        else:  # update_station without labels
+            ts = st.ts
+            cum = st.newcard_cum
+            rcum = st.round_cum
+            lo24 = bisect_right(ts, t - STATION_KEEP)
+            if lo24 > 256:
+                del ts[:lo24], cum[:lo24], rcum[:lo24]
+                lo24 = 0
+            n = len(ts)
+            lo1h = bisect_right(ts, t - HOUR, lo24)
+            if n:
+                c_all = cum[-1]
+                r_all = rcum[-1]
+                cf += (float(n - lo1h), float(n - lo24), float(c_all - (cum[lo1h - 1] if lo1h else 0)),
+                       float(c_all - (cum[lo24 - 1] if lo24 else 0)), float(r_all - (rcum[lo24 - 1] if lo24 else 0)),
+                       0.0, 0.0, 0.0, 0.0, NAN, NAN, NAN, NAN, NAN)
+            else:
+                c_all = r_all = 0
+                cf += _NO_STATION_ACTIVITY
+            ts.append(t)
+            cum.append(c_all + new_here)
+            rcum.append(r_all + rnd)
         key = tx.terminal_id
-        if key is not None:
-            old = self.terminals.get(key)
-            ts_, tf = update_terminal(old, tx, cf, cfg)
-            if old is None:
-                self.terminals[key] = ts_
-            cf += tf
-        else:
+        if key is None:
             cf += _NO_TERMINAL
-        key = tx.device_id
-        if key is not None:
-            old = self.devices.get(key)
-            ds, df_ = update_device(old, tx, cfg)
-            if old is None:
-                self.devices[key] = ds
-            cf += df_
         else:
+            st = self.terminals.get(key)
+            if st is None:
+                st = self.terminals[key] = StationState()
+            ts = st.ts
+            cum = st.newcard_cum
+            rcum = st.round_cum
+            cards_ = st.card
+            lo24 = bisect_right(ts, t - STATION_KEEP)
+            if lo24 > 256:
+                del ts[:lo24], cum[:lo24], rcum[:lo24], cards_[:lo24]
+                lo24 = 0
+            n = len(ts)
+            card = tx.card_id
+            if n:
+                lo1h = bisect_right(ts, t - HOUR, lo24)
+                lo10 = bisect_right(ts, t - 600.0, lo1h)
+                c_all = cum[-1]
+                r_all = rcum[-1]
+                cf += (float(n - lo10), float(n - lo1h), float(n - lo1h - cards_[lo1h:].count(card)),
+                       float(n - lo24), float(c_all - (cum[lo24 - 1] if lo24 else 0)),
+                       float(r_all - (rcum[lo24 - 1] if lo24 else 0)))
+            else:
+                c_all = r_all = 0
+                cf += _ZERO_TERMINAL
+            ts.append(t)
+            cards_.append(card)
+            cum.append(c_all + new_here)
+            rcum.append(r_all + rnd)
+        key = tx.device_id
+        if key is None:
             cf += _NO_DEVICE
+        else:
+            st = self.devices.get(key)
+            if st is None:
+                st = self.devices[key] = StationState()
+            ts = st.ts
+            recent = st.card
+            lo = bisect_right(ts, t - DEVICE_KEEP)
+            if lo:
+                del ts[:lo], recent[:lo]
+            card = tx.card_id
+            n = len(recent)
+            cf += (float(n), float(n - recent.count(card)))
+            ts.append(t)
+            recent.append(card)
         return cf
 
     def record_label(self, tx: Tx, is_fraud: int) -> None:

@@ -122,6 +122,42 @@ def test_agent_functions_with_serialised_state_equal_replay():
         np.testing.assert_allclose(got[~np.isnan(got)], ref[i][~np.isnan(got)], rtol=1e-12)
 
 
+@pytest.mark.parametrize("labelled", [True, False])
+def test_engine_equals_agent_functions_bit_for_bit(labelled):
+    """FeatureEngine.process (station, terminal and device steps inlined) == the agent's update_* functions,
+    bit for bit, with labels (the station path with labels) and without (the inlined station path)."""
+    from fuelcard.features import profile_from_row
+
+    df = make_events(n=1500, seed=11, full=True)
+    if not labelled:
+        df = df.drop(columns=["is_fraud"])
+    cfg = FeatureConfig(label_delay_days=1)
+    engine = FeatureEngine(cfg)
+    states: dict[str, dict] = {"card": {}, "station": {}, "terminal": {}, "device": {}}
+    records = df.to_dict("records")
+    for i in np.argsort(df["ts"].to_numpy(), kind="stable"):
+        tx = tx_from_mapping(records[i])
+        profile = profile_from_row(records[i])
+        got = engine.process(tx, profile)
+        cs, cf = update_card(states["card"].get(tx.card_id), tx, profile, cfg)
+        states["card"][tx.card_id] = cs
+        ss, sf = update_station(states["station"].get(tx.station_id), tx, cf, cfg)
+        states["station"][tx.station_id] = ss
+        ts_, tf = update_terminal(states["terminal"].get(tx.terminal_id), tx, cf, cfg)
+        if tx.terminal_id is not None:
+            states["terminal"][tx.terminal_id] = ts_
+        ds, dfe = update_device(states["device"].get(tx.device_id), tx, cfg)
+        if tx.device_id is not None:
+            states["device"][tx.device_id] = ds
+        want = np.array(cf + sf + tf + dfe, dtype=float)
+        assert len(got) == len(FEATURE_NAMES)
+        np.testing.assert_array_equal(np.array(got, dtype=float), want)  # NaN == NaN here
+    for kind, table in (("stations", "station"), ("terminals", "terminal"), ("devices", "device")):
+        mine = getattr(engine, kind)
+        assert mine.keys() == states[table].keys()
+        assert all(mine[k].to_dict() == states[table][k].to_dict() for k in mine)
+
+
 def test_engine_is_point_in_time():
     """A transaction's features do not change when later events are appended to the history."""
     df = make_events(n=1500, full=True)
