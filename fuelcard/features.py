@@ -462,7 +462,7 @@ def update_card(
     if n_total == 0:
         state.first_ts = t
     local = t + config.tz_offset_hours * HOUR
-    hour_i = int(local % DAY // HOUR)
+    hour_f = local % DAY // HOUR  # an integral float: what float(int(...)) would give, without two calls
     amount_round = 2.0 if amount % 10000 == 0 else (1.0 if amount % 1000 == 0 else 0.0)
     # optional columns
     device = tx.device_id
@@ -535,11 +535,12 @@ def update_card(
             is_fleet = 1.0 if card_type == "fleet" else 0.0
             is_fsub = 1.0 if card_type == "family_sub" else 0.0
     feats = [
-        a_y, float(n30 - lo1h), float(n30 - lo24), float(n7), float(n30),
+        # int + 0.0 is float(int) exactly (counts are far below 2**53), without a call
+        a_y, n30 - lo1h + 0.0, n30 - lo24 + 0.0, n7 + 0.0, n30 + 0.0,
         s1h / 100.0, s24 / 100.0, s7 / 100.0, s30 / 100.0,
         mean7, mean30, std30, vs7, vs30, z30,
-        (s24 + amount) / 100.0, (s30 + amount) / 100.0, since, float(n_total), (t - state.first_ts) / DAY,
-        new_station, float(state.known_fraud), float(hour_i), float(int((local // DAY + 3) % 7)), amount_round,
+        (s24 + amount) / 100.0, (s30 + amount) / 100.0, since, n_total + 0.0, (t - state.first_ts) / DAY,
+        new_station, state.known_fraud + 0.0, hour_f, (local // DAY + 3.0) % 7.0, amount_round,
         night_share, new_device, is_fuel, new_product, lit_f, lit_vs, dist_prev, speed, dist_c,
         tank_ratio, per_tx, daily, monthly, prod_na, region_na, geofence, is_fleet, is_fsub,
     ]
@@ -571,7 +572,7 @@ def update_card(
     else:
         state.lat.append(NAN)
         state.lon.append(NAN)
-    if hour_i < 5:
+    if hour_f < 5.0:
         agg[2] += 1
     state.n_total = n_total + 1
     if tx.is_fraud:
@@ -811,7 +812,7 @@ class FeatureEngine:
         cs, cf = update_card(old, tx, profile, cfg)
         if old is None:  # states are updated in place: store only new ones
             cards[key] = cs
-        t = tx.ts
+        t = tx.ts  # below, ``count + 0.0`` is ``float(count)`` exactly, without a call
         new_here = 1 if cf[_I_NEW_STATION] == 1.0 else 0
         rnd = 1 if cf[_I_ROUND] == 2.0 else 0
         key = tx.station_id
@@ -834,8 +835,8 @@ class FeatureEngine:
             if n:
                 c_all = cum[-1]
                 r_all = rcum[-1]
-                cf += (float(n - lo1h), float(n - lo24), float(c_all - (cum[lo1h - 1] if lo1h else 0)),
-                       float(c_all - (cum[lo24 - 1] if lo24 else 0)), float(r_all - (rcum[lo24 - 1] if lo24 else 0)),
+                cf += (n - lo1h + 0.0, n - lo24 + 0.0, c_all - (cum[lo1h - 1] if lo1h else 0) + 0.0,
+                       c_all - (cum[lo24 - 1] if lo24 else 0) + 0.0, r_all - (rcum[lo24 - 1] if lo24 else 0) + 0.0,
                        0.0, 0.0, 0.0, 0.0, NAN, NAN, NAN, NAN, NAN)
             else:
                 c_all = r_all = 0
@@ -865,9 +866,9 @@ class FeatureEngine:
                 lo10 = bisect_right(ts, t - 600.0, lo1h)
                 c_all = cum[-1]
                 r_all = rcum[-1]
-                cf += (float(n - lo10), float(n - lo1h), float(n - lo1h - cards_[lo1h:].count(card)),
-                       float(n - lo24), float(c_all - (cum[lo24 - 1] if lo24 else 0)),
-                       float(r_all - (rcum[lo24 - 1] if lo24 else 0)))
+                cf += (n - lo10 + 0.0, n - lo1h + 0.0, n - lo1h - cards_[lo1h:].count(card) + 0.0,
+                       n - lo24 + 0.0, c_all - (cum[lo24 - 1] if lo24 else 0) + 0.0,
+                       r_all - (rcum[lo24 - 1] if lo24 else 0) + 0.0)
             else:
                 c_all = r_all = 0
                 cf += _ZERO_TERMINAL
@@ -889,7 +890,7 @@ class FeatureEngine:
                 del ts[:lo], recent[:lo]
             card = tx.card_id
             n = len(recent)
-            cf += (float(n), float(n - recent.count(card)))
+            cf += (n + 0.0, n - recent.count(card) + 0.0)
             ts.append(t)
             recent.append(card)
         return cf
