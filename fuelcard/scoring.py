@@ -69,7 +69,8 @@ def score_one(
     ``top_features`` are the features that pushed the model's score up (computed for review/decline, or
     always with ``explain_all``). ``model=None`` gives the rules-only, ``degraded`` decision.
     """
-    hits = rules.evaluate(features, region if region is not None else tx.region)
+    fast = rules._fast  # RuleSet.evaluate without its frame: the rule variant of the region, else the default
+    hits = (fast.get(region if region is not None else tx.region) or fast[None])(features)
     rank = 0
     reasons: list[str] = []
     if hits:

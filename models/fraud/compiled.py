@@ -101,14 +101,16 @@ class CompiledForest:
         head = []
         for f in used:
             head.append(f"    f{f} = x[{self.columns[f]}]")
-        con_head = list(head)
-        for f in used:
-            con_head.append(f"    if f{f} != f{f}: f{f} = {MISSING!r}")
+        # contributions accumulate in locals (one per used feature, from 0.0 in path order: the same sums as
+        # adding into the list) and are stored into the list once at the end
+        con = (["def _contrib(x, c):"] + head + [f"    c{f} = 0.0" for f in used] + ["    s = 0.0"])
         raw = ["def _raw(x):"] + head + ["    s = 0.0"]
-        con = ["def _contrib(x, c):"] + con_head + ["    s = 0.0"]
 
         def cond(t: TreeArrays, i: int) -> str:
-            return f"f{t.feature[i]} <= {t.threshold[i]!r}"
+            # NaN is read as MISSING with no replacement (as in ``expr`` below): ``not f > thr`` sends NaN
+            # left, ``f <= thr`` sends it right, and both equal ``f <= thr`` for every other value
+            f, thr = t.feature[i], t.threshold[i]
+            return f"not f{f} > {thr!r}" if MISSING <= thr else f"f{f} <= {thr!r}"
 
         def emit(t: TreeArrays, node: int, depth: int, out: list[str], explain: bool) -> None:
             pad = "    " * depth
@@ -119,7 +121,7 @@ class CompiledForest:
             for child in (t.left[node], t.right[node]):
                 if explain:
                     child_v = t.leaf_value[~child] if child < 0 else t.node_value[child]
-                    out.append(f"{pad}    c[{t.feature[node]}] += {child_v - t.node_value[node]!r}")
+                    out.append(f"{pad}    c{t.feature[node]} += {child_v - t.node_value[node]!r}")
                 emit(t, child, depth + 1, out, explain)
                 if child == t.left[node]:
                     out.append(f"{pad}else:")
@@ -148,6 +150,7 @@ class CompiledForest:
         for k in range(0, len(terms), 50):  # chunks keep the compiler's recursion shallow
             raw.append("    s = (s\n        + " + "\n        + ".join(terms[k:k + 50]) + ")")
         raw.append("    return s")
+        con += [f"    c[{f}] = c{f}" for f in used]
         con.append("    return s")
         namespace: dict[str, Any] = {}
         code = compile("\n".join(raw) + "\n\n" + "\n".join(con) + "\n", "<fraud-forest>", "exec")

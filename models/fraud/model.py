@@ -63,8 +63,10 @@ class FraudModel:
     def explain(self, x: Sequence[float], k: int = 3) -> list[tuple[str, float, float]]:
         """The ``k`` features that pushed the score up most: ``(name, value, contribution to the margin)``."""
         _, c = self._forest.contributions(x)
-        order = sorted(range(len(c)), key=c.__getitem__, reverse=True)[:k]
-        return [(self.features[i], x[self._columns[i]], c[i] * self.calib_a) for i in order if c[i] > 0.0]
+        # the positive ones only, then the k largest (stable: ties keep feature order) — the same list as
+        # taking the k largest of all and dropping the non-positive ones
+        order = sorted([i for i, v in enumerate(c) if v > 0.0], key=c.__getitem__, reverse=True)[:k]
+        return [(self.features[i], x[self._columns[i]], c[i] * self.calib_a) for i in order]
 
     def feature_config(self) -> FeatureConfig:
         """The feature parameters the model was trained with (label delay, local-time offset): build the
