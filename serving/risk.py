@@ -505,25 +505,31 @@ async def _json(send: Any, status: int, body: Any, headers: list[tuple[bytes, by
     await send({"type": "http.response.body", "body": payload})
 
 
-def config_from_settings(settings: Any, *, prefix: str | None = None) -> RiskServiceConfig:
-    """Service config from :class:`fuelcard.settings.Settings`."""
+def config_from_settings(settings: Any, *, prefix: str | None = None,
+                         direct_ports: tuple[int, ...] = ()) -> RiskServiceConfig:
+    """Service config from :class:`fuelcard.settings.Settings` (+ the risk workers' direct ports, if any)."""
     from streams.broker import bootstrap_servers
 
     return RiskServiceConfig(bootstrap=bootstrap_servers(settings.kafka_bootstrap),
                              prefix=prefix or getattr(settings, "stream_prefix", None) or "fuelcard",
                              budget_ms=float(settings.score_budget_ms),
-                             artifacts_dir=str(getattr(settings, "registry_dir", settings.artifacts_dir)))
+                             artifacts_dir=str(getattr(settings, "registry_dir", settings.artifacts_dir)),
+                             direct_ports=tuple(direct_ports))
 
 
-def create_router(settings: Any = None, *, service: RiskService | None = None, prefix: str | None = None
-                  ) -> APIRouter:
-    """``POST /v1/risk/decide`` and ``GET /v1/risk/status``; the service connects lazily on first use."""
+def create_router(settings: Any = None, *, service: RiskService | None = None, prefix: str | None = None,
+                  direct_ports: tuple[int, ...] = ()) -> APIRouter:
+    """``POST /v1/risk/decide`` and ``GET /v1/risk/status``; the service connects lazily on first use.
+
+    ``direct_ports``: the risk workers' direct-decision ports (worker k owns partitions p % n == k); empty = the
+    Kafka round trip only.
+    """
     if service is None:
         if settings is None:
             from fuelcard.settings import load_settings
 
             settings = load_settings()
-        service = RiskService(config_from_settings(settings, prefix=prefix))
+        service = RiskService(config_from_settings(settings, prefix=prefix, direct_ports=direct_ports))
     svc = service
     router = APIRouter(prefix="/v1/risk", tags=["risk"])
     started = {"done": False}

@@ -372,8 +372,11 @@ def up(
 
     frames = read_sim(sim_dir)
     tx = frames["transactions.parquet"].sort_values("ts").reset_index(drop=True)
+    # The API asks the worker that owns a card for its decision directly (streams/direct.py): the decision and its
+    # records are in Kafka before the answer, without the produce → consume → read-back round trip.
+    direct_base = broker_port + 20
     cluster = StreamCluster(out / "stream", port=broker_port, workers=workers, agents="risk,points",
-                            artifacts=settings.registry_dir,
+                            artifacts=settings.registry_dir, direct_port_base=direct_base,
                             watchdog_s=30.0)  # restart a worker whose partitions stop committing (FAULTS.md F8/F9)
     sink_dir = out / "stream" / "sink"
     stop = threading.Event()
@@ -385,7 +388,8 @@ def up(
 
         steps.run("start the embedded broker and the Faust agents", _stream)
         api = create_app(settings, sql=WarehouseSql(wh), registry=registry,
-                         risk_router=create_router(settings, prefix=cluster.prefix))
+                         risk_router=create_router(settings, prefix=cluster.prefix,
+                                                   direct_ports=tuple(direct_base + k for k in range(workers))))
         keys = api.state.services.demo_keys
 
         def _feed() -> None:
