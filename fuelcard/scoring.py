@@ -18,6 +18,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
+from pydantic import BaseModel
+
 from fuelcard.events import Contribution, Decision, Outcome
 from fuelcard.features import (
     DEFAULT_CONFIG,
@@ -98,18 +100,17 @@ def score_one(
             if rank < 1:
                 rank = 1
         if rank or explain_all:  # explanations only where a reviewer or the customer will read them
-            top = tuple(Contribution.model_construct(feature=n, value=None if v != v else v, contribution=c)
-                        for n, v, c in model.explain(features, top_k))
+            top = tuple(_contribution(n, None if v != v else v, c) for n, v, c in model.explain(features, top_k))
     d = _new(Decision)
-    _setattr(d, "__dict__", {
+    _set_dict(d, {
         "schema_version": 1, "event_id": None, "kind": "decision", "tx_id": tx.tx_id, "card_id": tx.card_id,
         "ts": _fromts(tx.ts, UTC), "outcome": _OUTCOMES[rank], "score": score,
         "reasons": tuple(reasons), "top_features": top, "model_version": version,
         "ruleset_version": rules.version, "degraded": degraded, "latency_ms": None,
     })
-    _setattr(d, "__pydantic_fields_set__", _DECISION_FIELDS)
-    _setattr(d, "__pydantic_extra__", None)
-    _setattr(d, "__pydantic_private__", None)
+    _set_fields_set(d, _DECISION_FIELDS)
+    _set_extra(d, None)
+    _set_private(d, None)
     return d
 
 
@@ -118,6 +119,11 @@ _fromts = datetime.fromtimestamp
 _new = object.__new__
 _DECISION_FIELDS = frozenset(Decision.model_fields)
 _setattr = object.__setattr__
+# BaseModel's own slot descriptors: setting through them skips object.__setattr__'s attribute lookup
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def _new_decision(values: dict) -> Decision:
@@ -128,6 +134,19 @@ def _new_decision(values: dict) -> Decision:
     _setattr(d, "__pydantic_extra__", None)
     _setattr(d, "__pydantic_private__", None)
     return d
+
+
+_CONTRIBUTION_FIELDS = frozenset(Contribution.model_fields)
+
+
+def _contribution(feature: str, value: float | None, contribution: float) -> Contribution:
+    """``Contribution.model_construct(...)`` without its per-call bookkeeping (~10x cheaper; same object)."""
+    c = _new(Contribution)
+    _set_dict(c, {"feature": feature, "value": value, "contribution": contribution})
+    _set_fields_set(c, _CONTRIBUTION_FIELDS)
+    _set_extra(c, None)
+    _set_private(c, None)
+    return c
 
 
 def _rule_features(hits: list, features: list[float], rules: RuleSet, k: int) -> tuple[Contribution, ...]:
