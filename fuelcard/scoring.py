@@ -159,8 +159,7 @@ def _rule_features(hits: list, features: list[float], rules: RuleSet, k: int) ->
         for c in rule.when:
             if c.feature not in seen:
                 v = features[FEATURE_INDEX[c.feature]]
-                seen[c.feature] = Contribution.model_construct(
-                    feature=c.feature, value=None if v != v else v, contribution=float(SEVERITY_RANK[h.severity]))
+                seen[c.feature] = _contribution(c.feature, None if v != v else v, float(SEVERITY_RANK[h.severity]))
     return tuple(seen.values())[:k]
 
 
