@@ -194,6 +194,20 @@ def _table_put(table: Any, event: Any, key: bytes, value: bytes, out: Outbox) ->
     out.append((table.changelog_topic.get_topic_name(), key, value, event.message.partition))
 
 
+def hold_unfinished(batch: Any) -> None:
+    """Never acknowledge the events of a batch whose effects may not all be in Kafka.
+
+    Faust's ``take_events`` acks every event of a batch in its ``finally`` — also when the agent body raised or
+    was cancelled (SIGTERM from the supervisor's watchdog, a rebalance, a failed publish) before its decisions,
+    ledger lines or rows were delivered; the worker then commits past them on stop and they are never processed
+    again (lost effects). Marking the messages as acked here turns that ack into a no-op and keeps them out of
+    the consumer's acked offsets, so the committed offset stays *before* them: the next worker (or the
+    watchdog's restart) reads them again, and every effect is idempotent.
+    """
+    for event in batch:
+        event.message.acked = True
+
+
 def shard_assignor(shard: tuple[int, int], topics: frozenset[str]) -> type:
     """A Faust partition assignor that gives this worker only its own partitions (``p % count == index``) of
     ``topics`` (the authorisations topic and the card_state changelog).
@@ -290,6 +304,22 @@ def create_app(cfg: StreamConfig) -> StreamApp:
         # The driver's aiokafka producer itself: Faust's wrapper adds sensor bookkeeping per message.
         # Records with a known partition (changelog, envelopes) are appended to one record batch per topic
         # partition and submitted whole (``send_batch``): a fraction of ``send``'s per-message cost.
+        # Effects (decisions, review, ledger lines, points requests, dead letters) are delivered *before* the
+        # table changelog records are submitted: a batch interrupted in between (SIGTERM, broker restart, a
+        # failed delivery) must never leave a state that says "seen" for an effect that is not in Kafka — the
+        # replay would take the event for a duplicate and its effect would be lost. The other way round the
+        # replay only repeats an effect, which is idempotent downstream.
+        changelog = [r for r in out if r[0].endswith("-changelog")]
+        if changelog:
+            effects = [r for r in out if not r[0].endswith("-changelog")]
+            if effects:
+                await _submit(effects)
+            await _submit(changelog)
+        else:
+            await _submit(out)
+        out.clear()
+
+    async def _submit(out: Outbox) -> None:
         producer = app.producer._ensure_producer()  # noqa: SLF001
         futs = []
         batches: dict[tuple[str, int], Any] = {}
@@ -308,7 +338,6 @@ def create_app(cfg: StreamConfig) -> StreamApp:
                 futs.append(await producer.send(t, v, key=k, partition=p))
         for (t, p), b in batches.items():
             futs.append(await producer.send_batch(b, t, partition=p))
-        out.clear()
         if futs:
             await asyncio.gather(*futs)
 
@@ -395,25 +424,29 @@ def create_app(cfg: StreamConfig) -> StreamApp:
             shard = cfg.shard
             started = False
             async for batch in stream.take_events(cfg.take_max, within=cfg.take_within_s):
-                t_in = time.time()
-                if not started and cfg.gc_freeze:
-                    started = True
-                    gc.collect()
-                    gc.freeze()  # start-up objects (Faust, pydantic, the model) are never scanned again
-                    gc.set_threshold(cfg.gc_threshold0, *gc.get_threshold()[1:])
-                for event in batch:
-                    if shard is not None and event.message.partition % shard[1] != shard[0]:
-                        continue  # another worker owns this partition
-                    try:
-                        decide_event(event, out)
-                    except Exception as exc:  # noqa: BLE001 - an agent never crashes on one event
-                        dead_letter(event, exc, "risk", out)
-                t_done = time.time()
-                await sa.publish(out)
-                if cfg.trace:
-                    lag = (t_in - batch[0].message.timestamp) * 1000
-                    log.warning("trace batch=%d lag_in_ms=%.1f decide_ms=%.1f publish_ms=%.1f", len(batch), lag,
-                                (t_done - t_in) * 1000, (time.time() - t_done) * 1000)
+                try:
+                    t_in = time.time()
+                    if not started and cfg.gc_freeze:
+                        started = True
+                        gc.collect()
+                        gc.freeze()  # start-up objects (Faust, pydantic, the model) are never scanned again
+                        gc.set_threshold(cfg.gc_threshold0, *gc.get_threshold()[1:])
+                    for event in batch:
+                        if shard is not None and event.message.partition % shard[1] != shard[0]:
+                            continue  # another worker owns this partition
+                        try:
+                            decide_event(event, out)
+                        except Exception as exc:  # noqa: BLE001 - an agent never crashes on one event
+                            dead_letter(event, exc, "risk", out)
+                    t_done = time.time()
+                    await sa.publish(out)
+                    if cfg.trace:
+                        lag = (t_in - batch[0].message.timestamp) * 1000
+                        log.warning("trace batch=%d lag_in_ms=%.1f decide_ms=%.1f publish_ms=%.1f", len(batch), lag,
+                                    (t_done - t_in) * 1000, (time.time() - t_done) * 1000)
+                except BaseException:  # raised or cancelled before every effect was delivered
+                    hold_unfinished(batch)
+                    raise
                 yield len(batch)
 
         sa.agents["risk"] = risk
@@ -433,39 +466,47 @@ def create_app(cfg: StreamConfig) -> StreamApp:
         async def points_router(stream: Any) -> Any:
             out: Outbox = []
             async for batch in stream.take_events(cfg.take_max, within=cfg.take_within_s):
-                for event in batch:
-                    try:
-                        if event.message.topic == T.REDEMPTIONS.name(cfg.prefix):
-                            ev: Any = Redemption.model_validate_json(event.value)
-                        else:
-                            ev = parse_payment(event.value)
-                        req = payment_to_points_request(ev, cfg.directory)
-                        if req is not None:
-                            out.append((requests_name, req.account_id.encode(), points_request_to_json(req), None))
-                    except Exception as exc:  # noqa: BLE001
-                        dead_letter(event, exc, "points_router", out)
-                await sa.publish(out)
+                try:
+                    for event in batch:
+                        try:
+                            if event.message.topic == T.REDEMPTIONS.name(cfg.prefix):
+                                ev: Any = Redemption.model_validate_json(event.value)
+                            else:
+                                ev = parse_payment(event.value)
+                            req = payment_to_points_request(ev, cfg.directory)
+                            if req is not None:
+                                out.append((requests_name, req.account_id.encode(), points_request_to_json(req), None))
+                        except Exception as exc:  # noqa: BLE001
+                            dead_letter(event, exc, "points_router", out)
+                    await sa.publish(out)
+                except BaseException:  # raised or cancelled before every effect was delivered
+                    hold_unfinished(batch)
+                    raise
                 yield len(batch)
 
         @app.agent(requests_topic, name="points")
         async def points(stream: Any) -> Any:
             out: Outbox = []
             async for batch in stream.take_events(cfg.take_max, within=cfg.take_within_s):
-                for event in batch:
-                    try:
-                        req = points_request_from_json(event.value)
-                        key = req.account_id.encode()
-                        raw = points_accounts.data.get(key)
-                        state = pts.state_from_dict(orjson.loads(raw)) if raw else None
-                        new, moves = pts.apply(state, req, cfg.points_policy)
-                        if new is not state:
-                            _table_put(points_accounts, event, key, orjson.dumps(pts.state_to_dict(new)), out)
-                        for m in moves:
-                            out.append((ledger, key, orjson.dumps(m.to_dict()), None))
-                        stats["points_movements"] += len(moves)
-                    except Exception as exc:  # noqa: BLE001
-                        dead_letter(event, exc, "points", out)
-                await sa.publish(out)
+                try:
+                    for event in batch:
+                        try:
+                            req = points_request_from_json(event.value)
+                            key = req.account_id.encode()
+                            raw = points_accounts.data.get(key)
+                            state = pts.state_from_dict(orjson.loads(raw)) if raw else None
+                            new, moves = pts.apply(state, req, cfg.points_policy)
+                            if new is not state:
+                                _table_put(points_accounts, event, key, orjson.dumps(pts.state_to_dict(new)), out)
+                            for m in moves:
+                                out.append((ledger, key, orjson.dumps(m.to_dict()), None))
+                            stats["points_movements"] += len(moves)
+                        except Exception as exc:  # noqa: BLE001
+                            dead_letter(event, exc, "points", out)
+                    await sa.publish(out)
+                except BaseException:  # raised or cancelled before every effect was delivered
+                    hold_unfinished(batch)
+                    raise
                 yield len(batch)
 
         sa.agents["points_router"] = points_router
@@ -480,31 +521,35 @@ def create_app(cfg: StreamConfig) -> StreamApp:
         async def sink(stream: Any) -> Any:
             out: Outbox = []
             async for batch in stream.take_events(cfg.sink_batch, within=cfg.sink_within_s):
-                groups: dict[str, list[tuple[dict[str, Any], Any, bool]]] = {}
-                for event in batch:
-                    kind = kind_of[event.message.topic]
-                    try:
-                        row = orjson.loads(event.value)
-                    except Exception:  # noqa: BLE001, S112 - the source agents dead-letter bad events already
-                        if kind not in SOURCE_VALIDATED_KINDS:
-                            dead_letter(event, ValueError("not JSON"), "sink", out)
-                        continue
-                    is_env = isinstance(row, list)  # envelopes carry several rows
-                    for r in (row if is_env else [row]):
+                try:
+                    groups: dict[str, list[tuple[dict[str, Any], Any, bool]]] = {}
+                    for event in batch:
+                        kind = kind_of[event.message.topic]
                         try:
-                            if not isinstance(r, dict):
-                                raise ValueError("row is not a JSON object")
-                            validate_row(kind, r, max_future_skew_s=skew)
-                        except Exception as exc:  # noqa: BLE001
+                            row = orjson.loads(event.value)
+                        except Exception:  # noqa: BLE001, S112 - the source agents dead-letter bad events already
                             if kind not in SOURCE_VALIDATED_KINDS:
-                                dead_letter(event, exc, "sink", out, raw=orjson.dumps(r) if is_env else None)
+                                dead_letter(event, ValueError("not JSON"), "sink", out)
                             continue
-                        groups.setdefault(kind, []).append((r, event, is_env))
-                # authorisations first: payments and decisions of the same batch take their time and station
-                for kind in sorted(groups, key=lambda k: k != T.AUTHORISATIONS.suffix):
-                    await write_rows(kind, groups[kind], out)
-                await sa.publish(out)
-                # Only now (every row written or dead-lettered) may the batch be acknowledged.
+                        is_env = isinstance(row, list)  # envelopes carry several rows
+                        for r in (row if is_env else [row]):
+                            try:
+                                if not isinstance(r, dict):
+                                    raise ValueError("row is not a JSON object")
+                                validate_row(kind, r, max_future_skew_s=skew)
+                            except Exception as exc:  # noqa: BLE001
+                                if kind not in SOURCE_VALIDATED_KINDS:
+                                    dead_letter(event, exc, "sink", out, raw=orjson.dumps(r) if is_env else None)
+                                continue
+                            groups.setdefault(kind, []).append((r, event, is_env))
+                    # authorisations first: payments and decisions of the same batch take their time and station
+                    for kind in sorted(groups, key=lambda k: k != T.AUTHORISATIONS.suffix):
+                        await write_rows(kind, groups[kind], out)
+                    await sa.publish(out)
+                    # Only now (every row written or dead-lettered) may the batch be acknowledged.
+                except BaseException:  # raised or cancelled before every effect was delivered
+                    hold_unfinished(batch)
+                    raise
                 yield len(batch)
 
         async def write_rows(kind: str, items: list[tuple[dict[str, Any], Any, bool]], out: Outbox) -> None:

@@ -588,8 +588,11 @@ def case_broker_restart(root: Path, wh_url: str, *, seed: int = 22, members: int
             stats["decided_before_restart"] = await wait_decided(
                 p.cluster.bootstrap, p.topic(T.DECISIONS.suffix), auths, 60, at_least=0.25)
             t = time.perf_counter()
-            await asyncio.to_thread(p.cluster.broker.restart, process=process)
+            # process=False is the supervisor's service restart; it must not silently become a process restart
+            # (B1) on a loaded machine: fallback=False raises instead, and the mode is recorded and asserted.
+            await asyncio.to_thread(p.cluster.broker.restart, process=process, fallback=process)
             stats["broker_down_s"] = round(time.perf_counter() - t, 2)
+            stats["broker_restarts"] = list(p.cluster.broker.restarts)
             stats["resent_by_producer"] = await prod
 
         run(drive())

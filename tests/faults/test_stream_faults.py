@@ -50,6 +50,8 @@ def test_broker_restart_mid_stream_resumes(tmp_path: Path, fault_ch: Any) -> Non
     restarted by the progress watchdog — and nothing is lost or counted twice."""
     r = H.case_broker_restart(tmp_path, fault_ch.url("faults_broker"), members=200)
     d = r.details
+    # the honest B1 workaround: the Kafka service inside the running server was restarted, never the process
+    assert d["broker_restarts"] and all(x["mode"] == "service" for x in d["broker_restarts"]), d["broker_restarts"]
     assert all(d["workers_alive"])
     # the risk agent resumes: decisions for authorisations produced after the restart
     assert d["authorisations"] - d["decisions_topic_missing"] > d["decided_before_restart"], "no resume"

@@ -78,3 +78,55 @@ def test_worker_cli_sets_the_far_future_skew() -> None:
     assert future_skew(args.max_future_skew) == 3600.0
     assert (args.sink_batch, args.sink_within, args.diag_interval) == (500, 0.5, 5.0)
     assert future_skew(parser().parse_args(["--max-future-skew", "0"]).max_future_skew) is None
+
+
+async def test_publish_delivers_effects_before_the_changelog_that_marks_them_seen() -> None:
+    """A batch interrupted between its effects and its table changelog must not leave a state that says "seen" for
+    a decision that is not in Kafka (the replay would take it for a duplicate and never decide it): ``publish``
+    submits the changelog only once every effect was delivered."""
+    import asyncio
+
+    sa = create_app(StreamConfig(broker_url="kafka://127.0.0.1:1", prefix="t", app_id="test-order",
+                                 engine=load_engine()))
+    log: list[str] = []
+    pending: list[asyncio.Future[None]] = []
+
+    class Batch:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def append(self, **_: object) -> object:
+            self.n += 1
+            return object()
+
+    class Producer:
+        def create_batch(self) -> Batch:
+            return Batch()
+
+        async def send(self, topic: str, value: bytes, key: bytes | None = None,
+                       partition: int | None = None) -> asyncio.Future[None]:
+            return self._submitted(topic)
+
+        async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> asyncio.Future[None]:
+            return self._submitted(topic)
+
+        def _submitted(self, topic: str) -> asyncio.Future[None]:
+            # every earlier submission must be delivered before a changelog record is even submitted
+            if topic.endswith("-changelog"):
+                assert all(f.done() for f in pending), log
+            log.append(topic)
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(0.01, fut.set_result, None)
+            if not topic.endswith("-changelog"):
+                pending.append(fut)
+            return fut
+
+    sa.app.producer._ensure_producer = lambda: Producer()  # noqa: SLF001
+    out = [("test-order-card_state-changelog", b"c1", b"s", 3), ("t.decisions", b"c1", b"d", None),
+           ("t.decisions", None, b"[d]", 3), ("test-order-card_state-changelog", b"c2", b"s", 1),
+           ("t.points-ledger", b"a", b"l", None)]
+    await sa.publish(out)
+    assert out == []
+    assert sorted(t for t in log if not t.endswith("-changelog")) == ["t.decisions", "t.decisions", "t.points-ledger"]
+    assert log[-2:] == ["test-order-card_state-changelog"] * 2
+    assert all(f.done() for f in pending)
