@@ -55,6 +55,10 @@ class WorkerSpec:
     log_path: Path
     group: str
     sources: tuple[str, ...]
+    # Static shard (index, count) and the topics it applies to: the worker is assigned only the partitions
+    # p % count == index of those (streams.app.shard_assignor), so only those are its to commit.
+    shard: tuple[int, int] | None = None
+    sharded_topics: frozenset[str] = frozenset()
     started_at: float = field(default_factory=time.monotonic)
     restarts: int = 0
 
@@ -176,7 +180,9 @@ class StreamCluster:
             sources = sorted({s.name(self.prefix or "") for a in worker_agents.split(",")
                               for s in AGENT_SOURCES.get(a.strip(), ())})
             spec = WorkerSpec(i, cmd, env, run_dir, logs / f"worker-{i}.log",
-                              f"{app_id}-w{k}" if sharded else app_id, tuple(sources))
+                              f"{app_id}-w{k}" if sharded else app_id, tuple(sources),
+                              shard=(k, n) if sharded else None,
+                              sharded_topics=frozenset({T.AUTHORISATIONS.name(self.prefix or "")}))
             with self._lock:
                 proc = self._spawn(spec)
                 self.procs.append(proc)
@@ -284,7 +290,9 @@ class StreamCluster:
                     if not all(parts.values()):
                         await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh
                         continue
-                    tps = [TopicPartition(t, q) for t in spec.sources for q in sorted(parts[t] or ())]
+                    tps = [TopicPartition(t, q) for t in spec.sources for q in sorted(parts[t] or ())
+                           if spec.shard is None or t not in spec.sharded_topics
+                           or q % spec.shard[1] == spec.shard[0]]
                     ends = await consumer.end_offsets(tps)
                     committed = {(tp.topic, tp.partition): om.offset
                                  for tp, om in (await admin.list_consumer_group_offsets(spec.group)).items()}

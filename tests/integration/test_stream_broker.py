@@ -158,6 +158,62 @@ def test_watchdog_restarts_a_worker_that_makes_no_progress(tmp_path: Path):
         cl.stop()
 
 
+def test_watchdog_ignores_partitions_another_shard_owns(tmp_path: Path):
+    """A statically sharded worker (shard k of n) is assigned only the authorisation partitions p % n == k; the
+    others stay uncommitted in its group forever. The watchdog must judge it by its own partitions only (it used
+    to restart every sharded worker 30 s into the demo's streamed day), while still catching a stall on them."""
+    import os
+    import sys
+    import time
+
+    from streams.cluster import WorkerSpec
+
+    cl = StreamCluster(tmp_path, port=free_port(*BROKER_PORTS), watchdog_s=2.0, watchdog_interval_s=0.5,
+                       stop_timeout_s=5.0)
+    try:
+        cl.start_broker()
+        auth_topic = cl.topic(T.AUTHORISATIONS.suffix)
+        # records on several partitions; which ones the shards own depends on the key hash
+        _run_coro(_send(cl, [_auth(f"S{i}", f"card-{i}", i) for i in range(40)]))
+        (tmp_path / "logs").mkdir(exist_ok=True)
+        group = f"{cl.app_id}-shard"
+        n = T.AUTHORISATIONS.partitions
+
+        async def commit_all_but_owned() -> None:
+            from aiokafka import AIOKafkaConsumer, TopicPartition
+            from aiokafka.structs import OffsetAndMetadata
+
+            c = AIOKafkaConsumer(bootstrap_servers=cl.bootstrap, group_id=group, enable_auto_commit=False)
+            await c.start()
+            try:
+                tps = [TopicPartition(auth_topic, q) for q in range(n)]
+                c.assign(tps)
+                ends = await c.end_offsets(tps)
+                assert sum(ends.values()) == 40 and sum(1 for v in ends.values() if v) >= 4, ends
+                # shard 0 of 2 committed its own (even) partitions to the end; odd ones are another shard's
+                await c.commit({tp: OffsetAndMetadata(ends[tp], "") for tp in tps if tp.partition % 2 == 0})
+            finally:
+                await c.stop()
+
+        _run_coro(commit_all_but_owned())
+        spec = WorkerSpec(0, [sys.executable, "-c", "import time; time.sleep(300)"], dict(os.environ), tmp_path,
+                          tmp_path / "logs" / "shard.log", group=group, sources=(auth_topic,), shard=(0, 2),
+                          sharded_topics=frozenset({auth_topic}))
+        cl.procs.append(cl._spawn(spec))
+        cl.start_watchdog()
+        time.sleep(8.0)  # four watchdog periods
+        assert not cl.watchdog_events, cl.watchdog_events
+        # the same worker as shard 1 of 2 owns the odd partitions, which wait uncommitted: a real stall
+        spec.shard = (1, 2)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not cl.watchdog_events:
+            time.sleep(0.2)
+        assert cl.watchdog_events, "a stall on the shard's own partitions went unnoticed"
+        assert all(int(s.split("[")[1].split("]")[0]) % 2 == 1 for s in cl.watchdog_events[0]["stalled"])
+    finally:
+        cl.stop()
+
+
 def test_records_arriving_while_a_worker_restores_its_table_are_all_decided(tmp_path: Path):
     """Regression for Faust dropping records at a worker's start (``streams.worker.patch_faust_recovery`` and
     ``patch_faust_commit_safety``): a worker restarting with table state to restore, while authorisations keep
