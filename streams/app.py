@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -194,8 +195,9 @@ def _table_put(table: Any, event: Any, key: bytes, value: bytes, out: Outbox) ->
     out.append((table.changelog_topic.get_topic_name(), key, value, event.message.partition))
 
 
-def hold_unfinished(batch: Any) -> None:
-    """Never acknowledge the events of a batch whose effects may not all be in Kafka.
+@contextlib.contextmanager
+def held_unless_delivered(batch: Any) -> Iterator[None]:
+    """Around an agent's handling of one batch: never acknowledge its events if the body does not finish.
 
     Faust's ``take_events`` acks every event of a batch in its ``finally`` — also when the agent body raised or
     was cancelled (SIGTERM from the supervisor's watchdog, a rebalance, a failed publish) before its decisions,
@@ -204,8 +206,12 @@ def hold_unfinished(batch: Any) -> None:
     the consumer's acked offsets, so the committed offset stays *before* them: the next worker (or the
     watchdog's restart) reads them again, and every effect is idempotent.
     """
-    for event in batch:
-        event.message.acked = True
+    try:
+        yield
+    except BaseException:  # raised or cancelled before every effect was delivered
+        for event in batch:
+            event.message.acked = True
+        raise
 
 
 def shard_assignor(shard: tuple[int, int], topics: frozenset[str]) -> type:
@@ -424,7 +430,7 @@ def create_app(cfg: StreamConfig) -> StreamApp:
             shard = cfg.shard
             started = False
             async for batch in stream.take_events(cfg.take_max, within=cfg.take_within_s):
-                try:
+                with held_unless_delivered(batch):
                     t_in = time.time()
                     if not started and cfg.gc_freeze:
                         started = True
@@ -444,9 +450,6 @@ def create_app(cfg: StreamConfig) -> StreamApp:
                         lag = (t_in - batch[0].message.timestamp) * 1000
                         log.warning("trace batch=%d lag_in_ms=%.1f decide_ms=%.1f publish_ms=%.1f", len(batch), lag,
                                     (t_done - t_in) * 1000, (time.time() - t_done) * 1000)
-                except BaseException:  # raised or cancelled before every effect was delivered
-                    hold_unfinished(batch)
-                    raise
                 yield len(batch)
 
         sa.agents["risk"] = risk
@@ -466,7 +469,7 @@ def create_app(cfg: StreamConfig) -> StreamApp:
         async def points_router(stream: Any) -> Any:
             out: Outbox = []
             async for batch in stream.take_events(cfg.take_max, within=cfg.take_within_s):
-                try:
+                with held_unless_delivered(batch):
                     for event in batch:
                         try:
                             if event.message.topic == T.REDEMPTIONS.name(cfg.prefix):
@@ -479,16 +482,13 @@ def create_app(cfg: StreamConfig) -> StreamApp:
                         except Exception as exc:  # noqa: BLE001
                             dead_letter(event, exc, "points_router", out)
                     await sa.publish(out)
-                except BaseException:  # raised or cancelled before every effect was delivered
-                    hold_unfinished(batch)
-                    raise
                 yield len(batch)
 
         @app.agent(requests_topic, name="points")
         async def points(stream: Any) -> Any:
             out: Outbox = []
             async for batch in stream.take_events(cfg.take_max, within=cfg.take_within_s):
-                try:
+                with held_unless_delivered(batch):
                     for event in batch:
                         try:
                             req = points_request_from_json(event.value)
@@ -504,9 +504,6 @@ def create_app(cfg: StreamConfig) -> StreamApp:
                         except Exception as exc:  # noqa: BLE001
                             dead_letter(event, exc, "points", out)
                     await sa.publish(out)
-                except BaseException:  # raised or cancelled before every effect was delivered
-                    hold_unfinished(batch)
-                    raise
                 yield len(batch)
 
         sa.agents["points_router"] = points_router
@@ -521,7 +518,7 @@ def create_app(cfg: StreamConfig) -> StreamApp:
         async def sink(stream: Any) -> Any:
             out: Outbox = []
             async for batch in stream.take_events(cfg.sink_batch, within=cfg.sink_within_s):
-                try:
+                with held_unless_delivered(batch):
                     groups: dict[str, list[tuple[dict[str, Any], Any, bool]]] = {}
                     for event in batch:
                         kind = kind_of[event.message.topic]
@@ -547,9 +544,6 @@ def create_app(cfg: StreamConfig) -> StreamApp:
                         await write_rows(kind, groups[kind], out)
                     await sa.publish(out)
                     # Only now (every row written or dead-lettered) may the batch be acknowledged.
-                except BaseException:  # raised or cancelled before every effect was delivered
-                    hold_unfinished(batch)
-                    raise
                 yield len(batch)
 
         async def write_rows(kind: str, items: list[tuple[dict[str, Any], Any, bool]], out: Outbox) -> None:
