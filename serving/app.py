@@ -208,3 +208,22 @@ def _mount_risk(app: FastAPI, settings: Settings, services: Services, risk_route
             return
     app.include_router(router, dependencies=[Depends(require(Scope.RISK_DECIDE))])
     app.state.risk_service = getattr(router, "risk_service", None)
+
+
+def profile_from_env(app: FastAPI) -> None:
+    """``FUELCARD_API_PROFILE=FILE``: profile the server's main thread with cProfile, written to FILE at shutdown
+    (benchmark servers: ``serving.testing serve``, ``serving.risk``)."""
+    import os
+
+    prof_path = os.environ.get("FUELCARD_API_PROFILE")
+    if prof_path:
+        import cProfile
+
+        prof = cProfile.Profile()
+
+        def dump() -> None:
+            prof.disable()
+            prof.dump_stats(prof_path)
+
+        app.state.on_shutdown = dump
+        prof.enable()

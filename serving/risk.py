@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import OrderedDict, deque
@@ -588,7 +589,6 @@ def create_app(settings: Any = None, *, service: RiskService | None = None, pref
 def serve_main(argv: list[str] | None = None) -> None:
     """``python -m serving.risk --port P --bootstrap H:P --prefix X`` (benchmarks and local runs)."""
     import argparse
-    import os
 
     import uvicorn
 
@@ -603,24 +603,13 @@ def serve_main(argv: list[str] | None = None) -> None:
     p.add_argument("--direct-ports", default="", help="comma-separated ports of the workers' direct servers")
     args = p.parse_args(argv)
     settings = load_settings()
-    cfg = config_from_settings(settings, prefix=args.prefix)
-    direct = tuple(int(x) for x in args.direct_ports.split(",") if x.strip())
-    cfg = RiskServiceConfig(bootstrap=args.bootstrap or cfg.bootstrap, prefix=cfg.prefix,
-                            budget_ms=args.budget_ms or cfg.budget_ms, artifacts_dir=cfg.artifacts_dir,
-                            direct_ports=direct)
+    cfg = config_from_settings(settings, prefix=args.prefix,
+                               direct_ports=tuple(int(x) for x in args.direct_ports.split(",") if x.strip()))
+    cfg = dataclasses.replace(cfg, bootstrap=args.bootstrap or cfg.bootstrap, budget_ms=args.budget_ms or cfg.budget_ms)
     app = create_app(service=RiskService(cfg))
-    prof_path = os.environ.get("FUELCARD_API_PROFILE")  # a file: profile the server's main thread (cProfile)
-    if prof_path:
-        import cProfile
+    from serving.app import profile_from_env
 
-        prof = cProfile.Profile()
-
-        def dump() -> None:
-            prof.disable()
-            prof.dump_stats(prof_path)
-
-        app.state.on_shutdown = dump
-        prof.enable()
+    profile_from_env(app)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, loop="uvloop",
                 http="httptools", proxy_headers=False)
 

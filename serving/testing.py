@@ -387,20 +387,9 @@ def main(argv: list[str] | None = None) -> None:
             "transactions": int(env.warehouse.query_value("SELECT count() FROM fact_transactions"))}
     app = make_app(env)
     (Path(args.root) / "env.json").write_text(json.dumps({**info, "keys": app.state.services.demo_keys}))
-    import os
+    from serving.app import profile_from_env
 
-    prof_path = os.environ.get("FUELCARD_API_PROFILE")  # a file: profile the server's main thread (cProfile)
-    if prof_path:
-        import cProfile
-
-        prof = cProfile.Profile()
-
-        def dump() -> None:
-            prof.disable()
-            prof.dump_stats(prof_path)
-
-        app.state.on_shutdown = dump
-        prof.enable()
+    profile_from_env(app)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, proxy_headers=False)
 
 
