@@ -205,13 +205,22 @@ def held_unless_delivered(batch: Any) -> Iterator[None]:
     again (lost effects). Marking the messages as acked here turns that ack into a no-op and keeps them out of
     the consumer's acked offsets, so the committed offset stays *before* them: the next worker (or the
     watchdog's restart) reads them again, and every effect is idempotent.
+
+    The batch also holds one reference on each message while the body runs: ``Stream.on_stop`` closes the
+    ``take_events`` generator — running that ``finally`` — while the body may still await ``publish`` (a stopped
+    stream), and that ack must not be the final one. A body that finishes releases its reference (``event.ack``:
+    the final ack if the generator already ran its own); tests/faults/test_interrupted_batch.py.
     """
+    for event in batch:
+        event.message.incref()
     try:
         yield
     except BaseException:  # raised or cancelled before every effect was delivered
         for event in batch:
             event.message.acked = True
         raise
+    for event in batch:
+        event.ack()
 
 
 def shard_assignor(shard: tuple[int, int], topics: frozenset[str]) -> type:
