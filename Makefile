@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup sysdeps demo up test test-fast bench faults soak lint schemas clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(wildcard models/fraud/*.pyx fuelcard/*.pyx)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,flink]'

@@ -158,6 +158,7 @@ def run(seconds: float | None = None) -> dict[str, Any]:
         "model_max_depth": max(_depth(t) for t in model.trees),
         "model_features": len(model.features),
         "model_features_used": len({f for t in model.trees for f in t.feature}),
+        "tree_evaluator": model.evaluator,
         "rules": len(scorer.rules.rules), "outcomes": outcomes, "cpus_used": 1,
         **state_serialisation(scorer.engine.cards),
     }

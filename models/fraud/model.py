@@ -49,7 +49,20 @@ class FraudModel:
             raise ValueError(f"unknown features in model: {unknown}")
         self._columns = [FEATURE_INDEX[f] for f in self.features]
         self._forest = CompiledForest(self.trees, self._columns, len(self.features))
-        self._raw = self._forest._raw_py
+        self._raw = self._forest.raw_fn
+        self._top = self._forest.top_positive
+
+    def use_evaluator(self, evaluator: str) -> FraudModel:
+        """Score with ``"compiled"``, ``"pure"`` or ``"auto"`` (compiled when built) trees; returns ``self``."""
+        self._forest = CompiledForest(self.trees, self._columns, len(self.features), evaluator)
+        self._raw = self._forest.raw_fn
+        self._top = self._forest.top_positive
+        return self
+
+    @property
+    def evaluator(self) -> str:
+        """Which tree evaluator scores: ``compiled`` (C extension) or ``pure`` (generated Python)."""
+        return self._forest.evaluator
 
     # ---------------------------------------------------------------- hot path
     def score(self, x: Sequence[float]) -> float:
@@ -62,11 +75,8 @@ class FraudModel:
 
     def explain(self, x: Sequence[float], k: int = 3) -> list[tuple[str, float, float]]:
         """The ``k`` features that pushed the score up most: ``(name, value, contribution to the margin)``."""
-        _, c = self._forest.contributions(x)
-        # the positive ones only, then the k largest (stable: ties keep feature order) — the same list as
-        # taking the k largest of all and dropping the non-positive ones
-        order = sorted([i for i, v in enumerate(c) if v > 0.0], key=c.__getitem__, reverse=True)[:k]
-        return [(self.features[i], x[self._columns[i]], c[i] * self.calib_a) for i in order]
+        a, names, cols = self.calib_a, self.features, self._columns
+        return [(names[i], x[cols[i]], c * a) for i, c in self._top(x, k)]
 
     def feature_config(self) -> FeatureConfig:
         """The feature parameters the model was trained with (label delay, local-time offset): build the
