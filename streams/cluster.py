@@ -347,9 +347,14 @@ class StreamCluster:
         log.warning(msg)
         with open(spec.log_path, "ab") as fh:
             fh.write(f"\n[{time.strftime('%Y-%m-%d %H:%M:%S')}] [supervisor] {msg}\n".encode())
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGUSR1)  # the worker logs where its tasks and generators are suspended
-        time.sleep(1.0)
+        # The worker logs, per partition, where its records stand between the broker and the agent (fetched
+        # position, offset last handed to the agent, in flight, acked, committed, pause states, a verdict:
+        # streams.worker.partition_report) and where its tasks and generators are suspended; the report is
+        # copied here and into the event, so the cause of the stall is named before the restart masks it.
+        report = self._sigusr1_report(proc, spec.log_path)
+        event["partitions"] = report
+        if report:
+            log.warning("watchdog: worker %d before the restart:\n%s", spec.index, "\n".join(report))
         with self._lock:
             if proc not in self.procs or self._watchdog_stop.is_set():
                 return  # stopped or replaced meanwhile by the caller
@@ -372,6 +377,33 @@ class StreamCluster:
             self.procs[self.procs.index(proc)] = new
         event.update({"new_pid": new.pid, "sigkill": killed, "restarts": spec.restarts})
         self.watchdog_events.append(event)
+
+    @staticmethod
+    def _sigusr1_report(proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 3.0) -> list[str]:
+        """SIGUSR1 the worker and return the ``diag:   `` lines of the partition report it logs in answer."""
+        try:
+            start = log_path.stat().st_size
+        except OSError:
+            start = 0
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout_s
+        lines: list[str] = []
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            try:
+                with open(log_path, "rb") as fh:
+                    fh.seek(start)
+                    text = fh.read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            head = text.find("diag: partitions (SIGUSR1)")
+            if head < 0:
+                continue
+            lines = [ln.split("diag:   ", 1)[1] for ln in text[head:].splitlines()[1:] if "diag:   " in ln]
+            if lines and "flow_active=" in lines[-1]:  # the report's last line: it is complete
+                break
+        return lines
 
     def __enter__(self) -> StreamCluster:
         try:

@@ -217,6 +217,73 @@ def patch_faust_commit_safety() -> None:
     fc.Consumer._fuelcard_commit_safe = True  # type: ignore[attr-defined]  # noqa: SLF001
 
 
+def patch_faust_fetch_drops() -> None:
+    """Never let faust-streaming 0.15.3's fetcher drop records aiokafka already handed out (the F11 stall).
+
+    ``Consumer.getmany`` asks aiokafka for the records of the consumer's *live* set of active partitions and
+    then drops, silently, every returned record whose partition is no longer in that set. aiokafka has already
+    advanced its position past them, so they are never fetched again: the partition holds fetched records that
+    no agent ever receives, its commits stop (``patch_faust_commit_safety``) and only the supervisor's watchdog
+    restart got it going again. It happens at the end of every table recovery: ``Done reading from changelog
+    topics`` pauses the changelog partitions — the live set is then *empty*, which aiokafka's
+    ``fetched_records(partitions)`` reads as "every partition" — and the stream partitions are resumed only
+    after the seek to the committed offsets; a fetch waiting in between returns the stream partitions' records
+    fetched from the committed offsets and Faust throws them away (seen after ``kill -9`` + broker restart: 5 of
+    8 authorisation partitions with ``pos`` = end, ``read`` = committed, nothing in flight).
+
+    Fix: when a record of a partition that is not active (paused) is dropped, seek the partition back to it
+    (aiokafka then discards its prefetched records and fetches them again once the partition is resumed), and
+    drop every later record of that partition in the same batch, so nothing is handed out of order. Records
+    left behind because the flow stopped or the generation changed (a rebalance) are not touched: the recovery
+    that follows seeks every partition to its committed offset.
+    """
+    import faust.transport.consumer as fc
+
+    if getattr(fc.Consumer, "_fuelcard_fetch_safe", False):
+        return
+    diag = logging.getLogger("streams.worker.diag")
+
+    async def getmany(self: Any, timeout: float) -> Any:
+        records, active_partitions = await self._wait_next_records(timeout)
+        generation_id = self.app.consumer_generation_id
+        if records is None or self.should_stop:
+            return
+        records_it = self.scheduler.iterate(records)
+        to_message = self._to_message
+        if not self.flow_active:
+            self.log.dev("getmany called while flow not active. Seek back to committed offsets.")
+            try:
+                await self.perform_seek()
+            except Exception as ex:  # noqa: BLE001 - as Faust does
+                self.log.warning(f"exception performing seek when flow not active {ex}")
+            return
+        dropped: dict[Any, int] = {}  # partition -> first record not handed out (sought back to)
+        for tp, record in records_it:
+            if not self.flow_active:
+                break
+            if self.app.consumer_generation_id != generation_id:
+                break
+            if tp in dropped:
+                continue  # after a dropped record: never hand out a later one (the seek re-fetches them all)
+            if active_partitions is None or tp in active_partitions or tp in self._buffered_partitions:
+                self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                yield tp, to_message(tp, record)
+                continue
+            dropped[tp] = record.offset
+            try:
+                self._thread.seek(tp, record.offset)
+                how = "sought back"
+            except Exception as exc:  # noqa: BLE001 - e.g. no longer assigned: its next owner starts at the commit
+                how = f"seek failed: {exc!r}"
+            diag.warning("diag: fetched records of %s[%d] from offset %d arrived while the partition was paused "
+                         "(not active); %s to offset %d so they are fetched again", tp.topic, tp.partition,
+                         record.offset, how, record.offset)
+
+    fc.Consumer._fuelcard_original_getmany = fc.Consumer.getmany  # type: ignore[attr-defined]  # noqa: SLF001
+    fc.Consumer.getmany = getmany  # type: ignore[method-assign]
+    fc.Consumer._fuelcard_fetch_safe = True  # type: ignore[attr-defined]  # noqa: SLF001
+
+
 _HEADS_COMMITTED = False  # set when commit_unset_offsets succeeded: a partition Faust has no offset for is at 0
 
 
@@ -290,6 +357,96 @@ def _tp_str(tp: Any) -> str:
     return f"{tp.topic}[{tp.partition}]"
 
 
+def _safe(fn: Any, default: Any = "?") -> Any:
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001 - diagnostics must never hurt the worker
+        return default
+
+
+def partition_report(sa: Any) -> list[str]:
+    """One line per assigned source partition: where each record stands between the broker and the agent.
+
+    A record goes broker → aiokafka's prefetch buffer (``prefetched``: records fetched but not handed out; the
+    aiokafka ``pos`` is the next offset it will hand out) → Faust's fetcher loop (``read``: last offset handed to
+    the conductor; dropped there when the partition is not in Faust's ``active`` set, or when flow is stopped)
+    → the agent's channel queue (``queue``, shared by the topic's partitions) → the agent's ``take_events``
+    buffer and body (``unacked``: delivered and not yet acknowledged, lowest offset) → ``acked`` offsets → the
+    ``committed`` offset. Faust-level pause states: ``active`` (fetched), ``paused`` (rebalance/recovery),
+    ``buffered`` (queue under pressure: not fetched until the queue drains), aiokafka ``PAUSED``.
+    ``verdict`` names the gap when records are waiting: e.g. ``fetched-not-delivered`` = aiokafka's position is
+    past the last offset handed to the agent and nothing of it is in flight (records dropped between fetch
+    and agent), ``not-fetching`` = records waiting on the broker but the partition is not being fetched.
+    """
+    app = sa.app
+    consumer = app.consumer
+    assigned = sorted(consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
+    sources = [tp for tp in assigned if "-changelog" not in tp.topic]
+    ak = consumer._thread._ensure_consumer()  # noqa: SLF001 - diagnostics of Faust's aiokafka consumer
+    paused_ak = _safe(lambda: {(tp.topic, tp.partition) for tp in ak.paused()}, set())
+    state = _safe(lambda: ak._subscription.subscription.assignment, None)  # noqa: SLF001
+    prefetched = _safe(lambda: ak._fetcher._records, {})  # noqa: SLF001
+    active = _safe(lambda: set(consumer._active_partitions or ()), set())  # noqa: SLF001
+    paused = _safe(lambda: set(consumer._paused_partitions), set())  # noqa: SLF001
+    buffered = _safe(lambda: set(consumer._buffered_partitions), set())  # noqa: SLF001
+    unacked: dict[Any, list[int]] = {}
+    for m in _safe(lambda: list(consumer._unacked_messages), []):  # noqa: SLF001
+        unacked.setdefault(m.tp, []).append(m.offset)
+    lines = []
+    for tp in sources:
+        st = _safe(lambda tp=tp: state.state_value(tp), None) if state is not None else None
+        pos = st.position if st is not None and st.has_valid_position else None
+        fr = next((v for k, v in prefetched.items() if (k.topic, k.partition) == (tp.topic, tp.partition)), None)
+        pre = _safe(lambda fr=fr: fr._partition_records.next_fetch_offset, None) if fr is not None else None  # noqa: SLF001
+        hw = _safe(lambda tp=tp: consumer.highwater(tp), None)
+        read = consumer._read_offset.get(tp)  # noqa: SLF001
+        committed = consumer._committed_offset.get(tp)  # noqa: SLF001
+        acked = list(consumer._acked.get(tp) or ())  # noqa: SLF001
+        ua = sorted(unacked.get(tp, ()))
+        flags = [name for name, on in (("active", tp in active), ("paused", tp in paused),
+                                       ("buffered", tp in buffered),
+                                       ("PAUSED", (tp.topic, tp.partition) in paused_ak)) if on]
+        verdict = "idle"
+        waiting = isinstance(hw, int) and hw > (committed or 0)
+        if waiting:
+            delivered_to = (read + 1) if read is not None else (committed or 0)
+            if ua or acked:
+                verdict = "in-agent"
+            elif isinstance(pos, int) and pos > delivered_to:
+                verdict = "fetched-not-delivered"
+            elif tp not in active and tp not in buffered:
+                verdict = "not-fetching(inactive)"
+            elif (tp.topic, tp.partition) in paused_ak:
+                verdict = "not-fetching(aiokafka-paused)"
+            else:
+                verdict = "waiting-for-fetch"
+        lines.append(f"{_tp_str(tp)} hw={hw} pos={pos} prefetched_to={pre} read={read} "
+                     f"unacked={len(ua)}{'@' + str(ua[0]) if ua else ''} "
+                     f"acked={len(acked)}{'@' + str(min(acked)) if acked else ''} committed={committed} "
+                     f"[{','.join(flags)}] {verdict}")
+    queues = []
+    for chan in _safe(lambda: list(app.topics._topics), []):  # noqa: SLF001
+        q = getattr(chan, "_queue", None)
+        names = ",".join(getattr(chan, "topics", None) or ())
+        if q is not None and "-changelog" not in names:
+            queues.append(f"{names} qsize={q.qsize()} "
+                          f"pressure_pending={len(getattr(q, '_pending_pressure_drop_callbacks', ()))}")
+    lines.append(f"flow_active={consumer.flow_active} flow_control_active={_safe(app.flow_control.is_active)} "
+                 f"in_recovery={app.in_recovery} recovery_completed="
+                 f"{_safe(lambda: app.tables.recovery.completed.is_set())} generation={app.consumer_generation_id} "
+                 f"queues: {'; '.join(queues) or '-'}")
+    return lines
+
+
+def log_partition_report(sa: Any, logger: logging.Logger, why: str) -> None:
+    """Log :func:`partition_report` (``diag: partitions (...)``), never raising."""
+    try:
+        logger.warning("diag: partitions (%s) stats=%s\n%s", why, dict(sa.stats),
+                       "\n".join("diag:   " + x for x in partition_report(sa)))
+    except Exception as exc:  # noqa: BLE001 - diagnostics must never hurt the worker
+        logger.warning("diag: partitions (%s) failed: %r", why, exc)
+
+
 def install_diagnostics(sa: Any, interval_s: float) -> None:
     """A Faust timer logging the consumer's assignment, paused partitions and fetch positions every interval."""
     app = sa.app
@@ -297,26 +454,7 @@ def install_diagnostics(sa: Any, interval_s: float) -> None:
 
     @app.timer(interval=interval_s)
     async def _diag() -> None:
-        try:
-            consumer = app.consumer
-            assigned = sorted(consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
-            sources = [tp for tp in assigned if "-changelog" not in tp.topic]
-            ak = consumer._thread._ensure_consumer()  # noqa: SLF001 - diagnostics of Faust's aiokafka consumer
-            paused = {(tp.topic, tp.partition) for tp in ak.paused()}
-            state = ak._subscription.subscription.assignment  # noqa: SLF001
-            parts = []
-            for tp in sources:
-                st = state.state_value(tp) if state is not None else None
-                pos = st.position if st is not None and st.has_valid_position else None
-                parts.append(f"{_tp_str(tp)} pos={pos} hw={consumer.highwater(tp)} "
-                             f"read={consumer._read_offset.get(tp)} "  # noqa: SLF001
-                             f"committed={consumer._committed_offset.get(tp)}"  # noqa: SLF001
-                             f"{' PAUSED' if (tp.topic, tp.partition) in paused else ''}")
-            logger.warning("diag: generation=%s assigned=%d sources=%d flow_active=%s in_recovery=%s stats=%s | %s",
-                           app.consumer_generation_id, len(assigned), len(sources), consumer.flow_active,
-                           app.in_recovery, dict(sa.stats), "; ".join(parts))
-        except Exception as exc:  # noqa: BLE001 - diagnostics must never hurt the worker
-            logger.warning("diag: failed: %r", exc)
+        log_partition_report(sa, logger, "periodic")
 
 
 def run(argv: list[str] | None = None) -> None:
@@ -333,6 +471,7 @@ def run(argv: list[str] | None = None) -> None:
     if os.environ.get("FUELCARD_FAUST_RECOVERY_PATCH", "1") != "0":  # "0" only to show the race it closes
         patch_faust_recovery()
         patch_faust_commit_safety()
+        patch_faust_fetch_drops()
     cfg = build_config(args)
     if os.environ.get("FUELCARD_FAUST_RECOVERY_PATCH", "1") != "0":
         from streams.broker import bootstrap_servers
@@ -366,6 +505,8 @@ def run(argv: list[str] | None = None) -> None:
                 logging.getLogger(name).setLevel(max(level, logging.INFO))
 
         def _on_sigusr1(self) -> None:
+            # the supervisor's watchdog sends SIGUSR1 before it restarts a stalled worker (streams.cluster)
+            log_partition_report(sa, logging.getLogger("streams.worker.diag"), "SIGUSR1")
             dump_async_state(logging.getLogger("streams.worker.diag"))
             super()._on_sigusr1()
 
