@@ -7,7 +7,10 @@ committed offsets on the worker's source topics with the topics' end offsets. A 
 waiting (committed < end) and whose committed offset has not moved for ``watchdog_s`` seconds means the worker
 stopped consuming it (a Faust worker that stalled with records fetched but never processed, seen after
 ``kill -9`` + broker restart; the sink worker that did not resume after a broker restart, F8 in
-docs/FAULTS.md). The watchdog then asks the worker to log its diagnostics (``SIGUSR1``), stops it with SIGTERM
+docs/FAULTS.md). The watchdog then asks the worker for its partition report (``SIGUSR1``: per partition the
+fetched position, the offset last handed to the agent, in flight / acked / committed, pause states and a verdict;
+copied into the watchdog's log and the event's ``partitions``, so the stall's cause is named before the restart
+masks it — F11 in docs/FAULTS.md was found that way), stops it with SIGTERM
 (it leaves its group; SIGKILL after ``stop_timeout_s``, followed by a broker restart because noida-db never
 evicts a dead member) and starts it again with the same command: it resumes from its committed offsets and
 recovers its tables from their changelogs, and effects are idempotent, so a restart costs time, never

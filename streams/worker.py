@@ -3,10 +3,14 @@
 Stops gracefully on SIGTERM/SIGINT (it leaves its consumer group, which matters on noida-db: a member that
 dies without leaving is never evicted).
 
-Diagnostics (for the supervisor's watchdog, ``streams.cluster``): ``--diag-interval S`` logs, every S seconds at
-WARNING, the consumer's assignment, paused partitions, fetch positions, highwaters and committed offsets of the
-source topics; ``SIGUSR1`` logs where every asyncio task and async generator is suspended (the agents'
-``take_events`` generators included, which mode's own SIGUSR1 task dump truncates).
+Diagnostics (for the supervisor's watchdog, ``streams.cluster``): ``SIGUSR1`` logs :func:`partition_report` — per
+source partition where its records stand between the broker and the agent (fetched position, offset last handed
+to the agent, in flight, acked, committed, pause states, a verdict) — and where every asyncio task and async
+generator is suspended (the agents' ``take_events`` generators included, which mode's own SIGUSR1 task dump
+truncates); ``--diag-interval S`` logs the partition report every S seconds at WARNING.
+
+Patches of faust-streaming 0.15.3 applied by every worker (docs/FAULTS.md F9, F11): :func:`patch_faust_recovery`,
+:func:`patch_faust_commit_safety`, :func:`patch_faust_fetch_drops`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Integration: a stalled worker's partitions are described before the progress watchdog restarts it.
 
-"A partition can hold fetched records without handing them to the agent" (docs/FAULTS.md, "Stalls the watchdog
-masks"): the watchdog's restart cures such a stall and hides its cause. So before it restarts a worker it asks
+"A partition can hold fetched records without handing them to the agent" (F11 and "Watchdog diagnostics" in
+docs/FAULTS.md): the watchdog's restart cures such a stall and hides its cause. So before it restarts a worker it asks
 it (SIGUSR1) for ``streams.worker.partition_report`` — per partition the fetched position, the offset last
 handed to the agent, records in flight / acked / committed, Faust's and aiokafka's pause states and a verdict —
 and copies the report into its own log and ``watchdog_events``.
