@@ -13,6 +13,11 @@ throughput over the timed part of the stream (wall clock, and CPU time: the mach
 reported with the load average). The card state's serialisation (what the stream changelogs per event:
 ``to_dict`` + orjson, and back) is timed on the warmed states too.
 
+What runs is what ``make setup`` builds: the compiled tree evaluator (``models/fraud/_treeval.pyx``) and the
+compiled feature code (``fuelcard/features.py`` compiled by Cython as ``fuelcard._features_c``). The output
+says which: ``tree_evaluator`` and ``feature_code`` are ``compiled`` or ``pure`` (the pure-Python fallback
+when the extensions are not built or are stale; the log says why).
+
 Prints ``{"bench": "score_core", "decisions_per_s": R, "p99_ms": L, ...}``.
 """
 
@@ -26,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fuelcard.features import FEATURE_NAMES, CardProfile, FeatureConfig, Tx, features_many
+from fuelcard.features import FEATURE_NAMES, FEATURES_IMPL, CardProfile, FeatureConfig, Tx, features_many
 from fuelcard.rules import load_rules
 from fuelcard.scoring import Scorer
 
@@ -158,7 +163,7 @@ def run(seconds: float | None = None) -> dict[str, Any]:
         "model_max_depth": max(_depth(t) for t in model.trees),
         "model_features": len(model.features),
         "model_features_used": len({f for t in model.trees for f in t.feature}),
-        "tree_evaluator": model.evaluator,
+        "tree_evaluator": model.evaluator, "feature_code": FEATURES_IMPL,
         "rules": len(scorer.rules.rules), "outcomes": outcomes, "cpus_used": 1,
         **state_serialisation(scorer.engine.cards),
     }

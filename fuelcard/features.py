@@ -32,6 +32,8 @@ The hot path takes a :class:`Tx` (a NamedTuple: no validation, no pandas); build
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import operator
 import sys
@@ -40,6 +42,7 @@ from binascii import a2b_base64, b2a_base64
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
@@ -1328,3 +1331,57 @@ def replay(df: Any, config: FeatureConfig = DEFAULT_CONFIG) -> Any:
         r = records[i]
         out[i] = engine.process(tx_from_mapping(r), profile_from_row(r))
     return out
+
+
+# ---------------------------------------------------------------- compiled hot path
+
+#: Module functions replaced by their compiled twins (the per-event path of the API, the stream and replay).
+_COMPILED_FUNCTIONS = ("update_card", "update_station", "update_terminal", "update_device", "record_label",
+                       "record_station_label", "haversine_km")
+#: Names the compiled twin must share with this module (its own copies would be different classes).
+_SHARED_NAMES = ("Tx", "CardProfile", "FeatureConfig", "CardState", "StationState", "DEFAULT_CONFIG")
+
+
+def _use_compiled() -> tuple[str, str]:
+    """Swap the per-event functions for ``fuelcard._features_c`` when it is built from this very source.
+
+    ``setup.py`` compiles a copy of this file (Cython, plain Python semantics: no annotation typing, only
+    the type inferences Cython deems safe) as ``fuelcard._features_c`` with the source's SHA-256 appended; a
+    build from another version of this file is refused (stale build: the pure functions stay, with a
+    warning) so it can never serve old logic. The classes stay this module's own; only functions and methods
+    are replaced.
+    ``tests/test_features_compiled.py`` checks the compiled path bit for bit against this source run as
+    plain Python. Returns ``(implementation, why not compiled)``.
+    """
+    try:
+        from fuelcard import _features_c as fast  # type: ignore[attr-defined]
+    except ImportError as e:
+        return "pure", f"not built ({e}); run `make setup` (pip install -e .) to build it"
+    try:
+        sha = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    except OSError as e:
+        return "pure", f"cannot read {__file__} to check the build ({e})"
+    if getattr(fast, "__source_sha256__", None) != sha:
+        return "pure", "built from another version of features.py (stale build; run `make setup`)"
+    g = globals()
+    for name in _SHARED_NAMES:
+        setattr(fast, name, g[name])
+    for name in _COMPILED_FUNCTIONS:
+        g[name] = getattr(fast, name)
+    FeatureEngine.process = fast.FeatureEngine.__dict__["process"]  # type: ignore[method-assign]
+    FeatureEngine.record_label = fast.FeatureEngine.__dict__["record_label"]  # type: ignore[method-assign]
+    for name in ("to_dict", "from_dict", "_from_v1", "to_bytes", "from_bytes"):
+        setattr(CardState, name, fast.CardState.__dict__[name])
+    for name in ("to_dict", "from_dict", "to_bytes", "from_bytes"):
+        setattr(StationState, name, fast.StationState.__dict__[name])
+    return "compiled", ""
+
+
+#: ``compiled`` (``fuelcard._features_c``) or ``pure`` (this file as Python): what computes the features.
+FEATURES_IMPL = "pure"
+FEATURES_IMPL_PROBLEM = ""
+if __name__ == "fuelcard.features":  # not in the compiled twin itself, nor in a reference copy of this file
+    FEATURES_IMPL, FEATURES_IMPL_PROBLEM = _use_compiled()
+    if FEATURES_IMPL_PROBLEM:
+        logging.getLogger(__name__).warning("compiled feature code unavailable: %s; using the pure-Python one",
+                                            FEATURES_IMPL_PROBLEM)
