@@ -239,7 +239,8 @@ def patch_faust_fetch_drops() -> None:
     (aiokafka then discards its prefetched records and fetches them again once the partition is resumed), and
     drop every later record of that partition in the same batch, so nothing is handed out of order. Records
     left behind because the flow stopped or the generation changed (a rebalance) are not touched: the recovery
-    that follows seeks every partition to its committed offset.
+    that follows seeks every partition to its committed offset. Each seek-back is logged at INFO (it happens
+    at every recovery: records of the stream partitions arrive while they are still paused).
     """
     import faust.transport.consumer as fc
 
@@ -279,7 +280,7 @@ def patch_faust_fetch_drops() -> None:
                 how = "sought back"
             except Exception as exc:  # noqa: BLE001 - e.g. no longer assigned: its next owner starts at the commit
                 how = f"seek failed: {exc!r}"
-            diag.warning("diag: fetched records of %s[%d] from offset %d arrived while the partition was paused "
+            diag.info("diag: fetched records of %s[%d] from offset %d arrived while the partition was paused "
                          "(not active); %s to offset %d so they are fetched again", tp.topic, tp.partition,
                          record.offset, how, record.offset)
 
