@@ -123,8 +123,9 @@ def _discover(http: Any, keys: dict[str, str]) -> dict[str, str]:
 
 
 def exercise_all(client_or_base_url: Any, keys: dict[str, str]) -> dict[str, Any]:
-    """Call every endpoint once; returns ``{"calls": {name: {status, ms, group}}, "by_status": {...},
-    "ok": n, "not_ready": n, "server_errors": n}`` (503 = a model or dependency not ready yet)."""
+    """Call every endpoint once; returns ``{"calls": {name: {status, ms, group[, source]}}, "by_status": {...},
+    "ok": n, "not_ready": n, "server_errors": n}`` (503 = a model or dependency not ready yet; ``source``: where
+    the risk endpoint's decision came from, ``stream`` or ``fallback``, from its ``x-decision-source`` header)."""
     http, owned = _client(client_or_base_url)
     try:
         ctx = _discover(http, keys)
@@ -138,6 +139,9 @@ def exercise_all(client_or_base_url: Any, keys: dict[str, str]) -> dict[str, Any
                 status = r.status_code
                 if call.name == "keys_create" and status == 201:
                     ctx["new_key_id"] = r.json()["key_id"]
+                source = r.headers.get("x-decision-source")  # risk: the stream's decision or the fallback
+                if source:
+                    calls[call.name] = {"source": source}
             except Exception as exc:  # noqa: BLE001 - reported, not raised
                 status = 0
                 calls[call.name] = {"error": type(exc).__name__}
@@ -159,6 +163,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     """A few lines for a terminal: status counts and anything not 2xx."""
     lines = [f"API: {summary['endpoints']} endpoints exercised, {summary['ok']} ok, "
              f"{summary['not_ready']} not ready (503), {summary['server_errors']} server errors"]
+    for c in summary["calls"].values():
+        if c.get("source"):
+            lines.append(f"  {c['method']} {c['path']} answered by "
+                         + ("the stream" if c["source"] == "stream" else "the degraded fallback (stream unavailable)"))
     for name, c in summary["calls"].items():
         if not 200 <= c["status"] < 300:
             lines.append(f"  {c['status']}  {c['method']} {c['path']}  ({name}, {c['group']} key)")

@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,30 +123,53 @@ def run_demo_day(settings: Any, data_dir: str | Path, transactions: pd.DataFrame
     JSONL files (chdb allows one process per data directory, and the caller holds it); they are loaded
     idempotently into the warehouse here after the run.
     """
+    with demo_cluster(settings, data_dir, cards=cards, members=members, workers=workers, port=port) as cl:
+        return stream_demo_day(cl, data_dir, transactions, recharges=recharges, redemptions=redemptions,
+                               warehouse=warehouse, rate=rate, timeout_s=timeout_s)
+
+
+@contextlib.contextmanager
+def demo_cluster(settings: Any, data_dir: str | Path, *, cards: pd.DataFrame | None = None,
+                 members: pd.DataFrame | None = None, workers: int = 1, port: int = 19250,
+                 direct_port_base: int | None = None) -> Iterator[StreamCluster]:
+    """The demo's stream, running while the ``with`` block runs: the broker (embedded unless the settings name
+    one), every topic, ``workers`` risk/points workers (risk worker k answers direct decisions on
+    ``direct_port_base + k`` when given) and one sink worker writing JSONL micro-batches to ``data_dir/sink``;
+    all stopped by PID on exit."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
     directory = _directory_dir(data_dir, cards, members)
-    sink_dir = data_dir / "sink"
-    events = day_events(transactions, recharges=recharges, redemptions=redemptions)
-    auth_ids = [str(x) for x in transactions["tx_id"]]
     bootstrap_url = None if settings is None or getattr(settings, "embedded_broker", True) \
         else settings.kafka_bootstrap
     cl = StreamCluster(data_dir / "stream", port=port, workers=workers, agents="risk,points",
-                       directory=directory, broker_url=bootstrap_url,
+                       directory=directory, broker_url=bootstrap_url, direct_port_base=direct_port_base,
                        artifacts=_registry_root(settings), watchdog_s=30.0)
     try:
         cl.start_broker()
         cl.start_workers()
         # One sink worker (its own consumer group position; the warehouse is never on the payment path).
-        cl.start_workers(1, agents="sink", sink=f"jsonl:{sink_dir}", group_suffix="-sink")
-        records = list(to_records(events, cl.prefix or "fuelcard"))
-        res = asyncio.run(_stream_day(cl, records, auth_ids, rate=rate, timeout_s=timeout_s))
-        # Give the sink one more micro-batch interval to write what it has.
-        _wait_sink(sink_dir, expected_decisions=len(res["decisions"]), timeout=30.0)
-        cl.check_workers()
+        cl.start_workers(1, agents="sink", sink=f"jsonl:{data_dir / 'sink'}", group_suffix="-sink")
+        yield cl
     finally:
         cl.stop()
+
+
+def stream_demo_day(cl: StreamCluster, data_dir: str | Path, transactions: pd.DataFrame, *,
+                    recharges: pd.DataFrame | None = None, redemptions: pd.DataFrame | None = None,
+                    warehouse: Any = None, rate: float | None = 3000.0, timeout_s: float = 300.0) -> dict[str, Any]:
+    """Stream the day through the running :func:`demo_cluster` ``cl``, wait for every decision and for the sink,
+    load the sink's rows into ``warehouse`` (if given) and return the summary; the stream keeps running."""
+    data_dir = Path(data_dir)
+    t_start = time.perf_counter()
+    sink_dir = data_dir / "sink"
+    events = day_events(transactions, recharges=recharges, redemptions=redemptions)
+    auth_ids = [str(x) for x in transactions["tx_id"]]
+    records = list(to_records(events, cl.prefix or "fuelcard"))
+    res = asyncio.run(_stream_day(cl, records, auth_ids, rate=rate, timeout_s=timeout_s))
+    # Give the sink one more micro-batch interval to write what it has, then until its files stop growing.
+    _wait_sink(sink_dir, expected_decisions=len(res["decisions"]), timeout=30.0)
+    _wait_quiet(sink_dir, quiet_s=2.0, timeout=30.0)
+    cl.check_workers()
     summary = summarise(transactions, res["decisions"], res["ledger"])
     lat = res["latencies"]
     rows = read_jsonl_dir(sink_dir) if sink_dir.exists() else {}
@@ -156,12 +181,26 @@ def run_demo_day(settings: Any, data_dir: str | Path, transactions: pd.DataFrame
         "stream_seconds": round(res["produce_s"], 2),
         "decision_latency_ms": {"p50": round(percentile(lat, 50), 2), "p99": round(percentile(lat, 99), 2)},
         "sink_rows": {k: len(v) for k, v in sorted(rows.items())},
-        "workers": workers,
+        "workers": cl.workers,
+        "watchdog_restarts": sum(1 for e in cl.watchdog_events if "new_pid" in e),
         "wall_s": round(time.perf_counter() - t_start, 1),
     })
     if warehouse is not None:
         summary["warehouse_rows_written"] = load_sink_into_warehouse(warehouse, rows)
     return summary
+
+
+def _wait_quiet(sink_dir: Path, *, quiet_s: float, timeout: float) -> None:
+    """Wait until the sink's files have not grown for ``quiet_s`` (its last micro-batches are written)."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        size = sum(p.stat().st_size for p in sink_dir.glob("*.jsonl")) if sink_dir.exists() else 0
+        if size != last:
+            last, since = size, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.25)
 
 
 def _wait_sink(sink_dir: Path, *, expected_decisions: int, timeout: float) -> None:
