@@ -183,7 +183,10 @@ def run(seconds: float | None) -> dict:
             except subprocess.TimeoutExpired:
                 os.kill(api.pid, signal.SIGKILL)
         cl.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get("BENCH_API_KEEP"):  # keep the logs (broker, worker, API) for a look afterwards
+            print(f"bench_api_score: kept {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     budget = float(os.environ.get("BENCH_API_BUDGET_MS") or _budget())
     return {**figures, "rps_target": rps, "seconds": seconds, "budget_ms": budget, "path": path,
             "workers": workers}

@@ -4,21 +4,28 @@ The API (serving/risk.py) sends authorisations as JSON lines over TCP on 127.0.0
 card's partition; the worker decides each one at once in its own event loop with its own ``card_state`` table,
 publishes the authorisation, the decision and the changelog record, and only then answers with the decision.
 
-Publishing is grouped (a *group commit*): every request decided in the same event-loop tick joins one publish,
-which is one produce batch per topic partition built with ``create_batch``/``send_batch`` — not one ``send``
-per record. Per partition the authorisations and the
+Publishing is grouped (a *group commit*) with one publish in flight at a time: the requests decided while a
+publish is in flight go out together in the next one, as one produce batch per topic partition built with
+``create_batch``/``send_batch`` (not one ``send`` per record). Per partition the authorisations and the
 decisions go out as one envelope each (a JSON array, the same format the risk agent and the sink already read
 on those topics), so when the risk agent reads the authorisations back it pays Faust's per-event cost once per
 envelope, not once per authorisation (each is then a duplicate: the card's record already holds its tx id).
-The changelog keeps one record per card key. Publishes hand their batches to the producer one after the other
-(their deliveries overlap), so a card's changelog records reach Kafka in the order its decisions were made.
-Replies on a connection leave in request order, as soon as the publish that holds them is acknowledged.
+The changelog keeps one record per card key (the last). Publishes never overlap, so a card's changelog records
+reach Kafka in the order its decisions were made, and a reply leaves only once the publish holding its
+decision and its card's changelog record is acknowledged: no later decision can miss it. Replies on a
+connection leave in request order.
+
+The worker's consumer only reads back work it already decided (on the direct path), so its fetches are paced
+(``READBACK_FETCH_INTERVAL_S``, every fetch, not only empty ones): a fetch per few records cost more CPU than
+the decisions themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +36,8 @@ from pydantic import ValidationError
 from fuelcard.events import Authorisation
 from streams import topics as T
 from streams.app import Outbox, StreamApp, StreamConfig, _reason
+
+log = logging.getLogger(__name__)
 
 
 class _DirectEvent:
@@ -44,6 +53,45 @@ class _DirectEvent:
 
     def __init__(self, partition: int) -> None:
         self.message = self._Msg(partition)
+
+
+class _Pending:
+    """Requests decided since the last publish started: replies to send once published, and their records."""
+
+    __slots__ = ("auths", "decisions", "out", "reqs")
+
+    def __init__(self) -> None:
+        self.reqs: list[tuple[_Conn, list[bytes | None], bytes]] = []  # connection, reply slot, reply line
+        self.out: Outbox = []  # changelog (and review) records from decide_auth
+        self.auths: dict[int, list[bytes]] = {}  # partition → authorisation lines
+        self.decisions: dict[int, list[bytes]] = {}  # partition → decision bodies
+
+    def add(self, conn: _Conn, slot: list[bytes | None], part: int, line: bytes, body: bytes) -> None:
+        self.reqs.append((conn, slot, body + b"\n"))
+        a = self.auths.get(part)
+        if a is None:
+            self.auths[part] = [line]
+            self.decisions[part] = [body]
+        else:
+            a.append(line)
+            self.decisions[part].append(body)
+
+
+ENVELOPE_MAX_BYTES = 64 * 1024  # one envelope record stays far below the producer's and broker's size limits
+
+
+def envelopes(items: list[bytes]) -> list[bytes]:
+    """JSON arrays of the items (the envelope format the risk agent and the sink read), each at most
+    ``ENVELOPE_MAX_BYTES`` unless a single item is larger."""
+    out: list[bytes] = []
+    start = size = 0
+    for i, item in enumerate(items):
+        if size and size + len(item) + 1 > ENVELOPE_MAX_BYTES:
+            out.append(b"[" + b",".join(items[start:i]) + b"]")
+            start, size = i, 0
+        size += len(item) + 1
+    out.append(b"[" + b",".join(items[start:]) + b"]")
+    return out
 
 
 class _Conn:
@@ -73,8 +121,6 @@ def pace_empty_fetches(consumer: Any, min_interval_s: float, *, all_fetches: boo
     code (measured: 0.23 cores per idle consumer with ``fetch_max_wait_ms`` 20 or 500). This restores the wait
     the broker should have done; a fetch that brings records is not delayed (unless ``all_fetches``).
     """
-    import time
-
     fetcher = getattr(consumer, "_fetcher", None)
     original = getattr(fetcher, "_proc_fetch_request", None)
     if fetcher is None or original is None or getattr(original, "_paced", False):
@@ -88,13 +134,22 @@ def pace_empty_fetches(consumer: Any, min_interval_s: float, *, all_fetches: boo
         got = any(before.get(tp) is not rec for tp, rec in records.items())
         left = min_interval_s - (time.monotonic() - t0)
         if left > 0 and (all_fetches or not got):
-            await asyncio.sleep(left)
+            try:
+                await asyncio.sleep(left)
+            except asyncio.CancelledError:
+                # The consumer is closing: aiokafka's Fetcher.close() cancels and then awaits its fetch tasks
+                # without expecting them to raise. The fetch itself is complete; only the pause is cut short.
+                return result
         return result
 
     paced._paced = True  # type: ignore[attr-defined]
     fetcher._proc_fetch_request = paced
     return True
 
+
+# Fetch pacing of a worker that serves direct decisions (every fetch). Authorisations streamed through Kafka by
+# other producers wait up to this much longer before their agent sees them.
+READBACK_FETCH_INTERVAL_S = 0.02
 
 NOT_OWNER = b'{"error": "not the owner of this card"}\n'
 NOT_READY = b'{"error": "not ready"}\n'
@@ -120,38 +175,46 @@ def direct_server(app: Any, sa: StreamApp, cfg: StreamConfig,
             p = part_of[key] = (murmur2(key) & 0x7FFFFFFF) % n_parts
         return p
 
+    events = [_DirectEvent(p) for p in range(n_parts)]
+    scratch: list[bytes] = []  # decide_auth appends the body here too (we take it from its return value)
+
     def ready() -> bool:
         return bool(app.tables.recovery.completed.is_set()) and not app.rebalancing
 
-    # The batch being filled: per request (connection, reply slot, decision line); records to publish.
-    batch: list[tuple[_Conn, list[bytes | None], bytes]] = []
-    out: Outbox = []
-    auths: dict[int, list[bytes]] = {}
-    decisions: dict[int, list[bytes]] = {}
-    flushing = False
-    enqueue = asyncio.Lock()  # FIFO: publishes enqueue in the order they were started
+    # Group commit, one publish in flight at a time: the requests decided while a publish is in flight wait
+    # in ``pending`` and go out together in the next one, as one envelope per partition — not one publish per
+    # event-loop tick. aiokafka's sender keeps one produce request in flight per broker and takes one record
+    # batch per partition per request, so per-tick publishes of a busy worker queued behind each other
+    # (a second batch for a partition even blocked the enqueueing of every later one) and each carried a
+    # one-item envelope that the risk agent then read back at Faust's full per-event cost.
+    pending = _Pending()
+    inflight = False
+    kick_scheduled = False
+
+    def changelog_last(records: Outbox) -> Outbox:
+        """Records of a publish with one changelog record per table key (the last one: a compacted changelog
+        keeps only that, and recovery applies them in order anyway); effects keep their order."""
+        last: dict[tuple[str, bytes | None], int] = {}
+        for i, (t, k, _, p) in enumerate(records):
+            if p is not None:
+                last[t, k] = i
+        if len(last) == sum(1 for r in records if r[3] is not None):
+            return records
+        return [r for i, r in enumerate(records) if r[3] is None or last[r[0], r[1]] == i]
 
     async def publish(records: Outbox, auth_env: dict[int, list[bytes]], dec_env: dict[int, list[bytes]]) -> None:
         producer = app.producer._ensure_producer()  # noqa: SLF001 - the driver's aiokafka producer
         grouped: dict[tuple[str, int], list[tuple[bytes | None, bytes]]] = {}
         loose = []
-        for t, k, v, p in records:
+        for t, k, v, p in changelog_last(records):
             if p is None:
                 loose.append((t, k, v))
             else:
                 grouped.setdefault((t, p), []).append((k, v))
-        for p, items in auth_env.items():
-            grouped.setdefault((auth_topic, p), []).append((None, b"[" + b",".join(items) + b"]"))
-        for p, items in dec_env.items():
-            grouped.setdefault((decisions_topic, p), []).append((None, b"[" + b",".join(items) + b"]"))
+        for topic, env in ((auth_topic, auth_env), (decisions_topic, dec_env)):
+            for p, items in env.items():
+                grouped.setdefault((topic, p), []).extend((None, e) for e in envelopes(items))
         futs = []
-        async with enqueue:  # send_batch may wait for a partition's queue: keep publishes in order
-            await _enqueue(producer, grouped, loose, futs)
-        if futs:
-            await asyncio.gather(*futs)
-
-    async def _enqueue(producer: Any, grouped: dict[tuple[str, int], list[tuple[bytes | None, bytes]]],
-                       loose: list[tuple[str, bytes | None, bytes]], futs: list[Any]) -> None:
         for (t, p), items in grouped.items():
             b = producer.create_batch()
             for k, v in items:
@@ -164,23 +227,46 @@ def direct_server(app: Any, sa: StreamApp, cfg: StreamConfig,
                 futs.append(await producer.send_batch(b, t, partition=p))
         for t, k, v in loose:  # review-queue records (keyed by card, partitioned by the producer)
             futs.append(await producer.send(t, v, key=k))
+        if futs:
+            await asyncio.gather(*futs)
 
-    async def flush(reqs: list[tuple[_Conn, list[bytes | None], bytes]], records: Outbox,
-                    auth_env: dict[int, list[bytes]], dec_env: dict[int, list[bytes]]) -> None:
+    trace = cfg.trace
+
+    async def flush(batch: _Pending) -> None:
+        nonlocal inflight
+        t0 = time.perf_counter()
         try:
-            await publish(records, auth_env, dec_env)  # durable before we answer
+            await publish(batch.out, batch.auths, batch.decisions)  # durable before we answer
+            if trace:
+                log.warning("trace direct publish requests=%d partitions=%d publish_ms=%.1f", len(batch.reqs),
+                            len(batch.auths), (time.perf_counter() - t0) * 1000)
         except Exception as exc:  # noqa: BLE001 - not published: the API falls back (degraded/Kafka)
             err = orjson.dumps({"error": "publish failed: " + _reason(exc)}) + b"\n"
-            for _, slot, _ in reqs:
+            for _, slot, _ in batch.reqs:
                 slot[0] = err
         else:
-            for _, slot, body in reqs:
+            for _, slot, body in batch.reqs:
                 slot[0] = body
-        for conn in {c for c, _, _ in reqs}:
+        finally:
+            inflight = False
+            if pending.reqs:  # decided while this publish was in flight: the next publish, at once
+                kick()
+        for conn in {c for c, _, _ in batch.reqs}:
             conn.drain()
 
+    def kick() -> None:
+        # Start a publish of everything pending unless one is in flight (it starts the next one when it ends).
+        # Publishes never overlap, so a card's changelog records reach Kafka in the order they were made.
+        nonlocal pending, inflight, kick_scheduled
+        kick_scheduled = False
+        if inflight or not pending.reqs:
+            return
+        inflight = True
+        batch, pending = pending, _Pending()
+        asyncio.ensure_future(flush(batch))
+
     def one(conn: _Conn, line: bytes) -> None:
-        nonlocal flushing
+        nonlocal kick_scheduled
         slot: list[bytes | None] = [None]
         conn.slots.append(slot)
         try:
@@ -196,9 +282,9 @@ def direct_server(app: Any, sa: StreamApp, cfg: StreamConfig,
         if not ready():
             slot[0] = NOT_READY
             return
-        scratch: list[bytes] = []
+        scratch.clear()
         try:
-            body = decide_auth(_DirectEvent(part), auth, out, scratch)
+            body = decide_auth(events[part], auth, pending.out, scratch)
         except Exception as exc:  # noqa: BLE001
             slot[0] = orjson.dumps({"error": _reason(exc)}) + b"\n"
             return
@@ -207,23 +293,10 @@ def direct_server(app: Any, sa: StreamApp, cfg: StreamConfig,
             return
         # The authorisation itself joins its partition too (warehouse sink, audit, replay); when the risk agent
         # reads it, the card's record already holds the tx id, so it has no second effect.
-        auths.setdefault(part, []).append(line)
-        decisions.setdefault(part, []).append(body)
-        batch.append((conn, slot, body + b"\n"))
-        if not flushing:
-            flushing = True
-            asyncio.get_running_loop().call_soon(_start_flush)
-
-    def _start_flush() -> None:
-        # Once per event-loop tick: everything decided in this tick goes out in one publish. Publishes of
-        # successive ticks overlap; they enqueue in order (``enqueue`` lock) and the producer keeps a
-        # partition's batches in order, so a card's changelog records reach Kafka in the order they were made.
-        nonlocal batch, out, auths, decisions, flushing
-        flushing = False
-        reqs, records, auth_env, dec_env = batch, out, auths, decisions
-        batch, out, auths, decisions = [], [], {}, {}
-        if reqs:
-            asyncio.ensure_future(flush(reqs, records, auth_env, dec_env))
+        pending.add(conn, slot, part, line, body)
+        if not inflight and not kick_scheduled:  # once per event-loop tick: the whole tick joins one publish
+            kick_scheduled = True
+            asyncio.get_running_loop().call_soon(kick)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # Requests are decided in arrival order (the decision itself is synchronous); replies leave in that order.
@@ -246,13 +319,13 @@ def direct_server(app: Any, sa: StreamApp, cfg: StreamConfig,
     @app.task
     async def direct_decisions() -> None:
         server = await asyncio.start_server(handle, "127.0.0.1", cfg.direct_port)
-        # The worker's own consumer (Faust runs it in a thread) loops on empty fetches like any other: pace them.
+        # The worker's own consumer (Faust runs it in a thread): pace its fetches (see READBACK_FETCH_INTERVAL_S).
         for _ in range(300):
             try:
                 consumer = app.consumer._thread._ensure_consumer()  # noqa: SLF001
             except Exception:  # noqa: BLE001 - not started yet
                 consumer = None
-            if consumer is not None and pace_empty_fetches(consumer, 0.025):
+            if consumer is not None and pace_empty_fetches(consumer, READBACK_FETCH_INTERVAL_S, all_fetches=True):
                 break
             await asyncio.sleep(1.0)
         async with server:

@@ -1,6 +1,6 @@
 """Integration: the synchronous decision endpoint over the real broker and a real risk worker.
 
-The broker is started by the test on 127.0.0.1:19264 and the test FAILS if it cannot start.
+The broker is started by the test on 127.0.0.1 (ports 19471-19475) and the test FAILS if it cannot start.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def _auth(tx: str, minutes: float, lat: float = 30.0, lon: float = 120.0) -> Aut
 
 @pytest.mark.parametrize("path", ["kafka", "direct"])
 def test_endpoint_uses_the_streams_card_state_and_degrades_when_the_broker_dies(tmp_path: Path, path: str):
-    direct = (18070,) if path == "direct" else ()
-    cl = StreamCluster(tmp_path, port=19264 if path == "kafka" else 19266, workers=1, agents="risk",
+    direct = (19471,) if path == "direct" else ()
+    cl = StreamCluster(tmp_path, port=19472 if path == "kafka" else 19473, workers=1, agents="risk",
                        take_within_s=0.001, direct_port_base=direct[0] if direct else None)
     try:
         cl.start_broker()
@@ -89,12 +89,12 @@ def test_endpoint_uses_the_streams_card_state_and_degrades_when_the_broker_dies(
 
 
 def test_direct_path_batches_concurrent_requests_in_card_order_and_publishes_them(tmp_path: Path):
-    """Many concurrent requests through the direct path (one group-committed publish per event-loop tick on the
-    worker): every answer is the stream's, each decision sees the card's earlier ones (1,000 km in a minute is
-    impossible travel from the second transaction on), replies on a connection keep request order around an
-    immediate error, and every authorisation and decision is in Kafka."""
-    direct_port = 19552
-    cl = StreamCluster(tmp_path, port=19551, workers=1, agents="risk", take_within_s=0.001,
+    """Many concurrent requests through the direct path (group-committed publishes on the worker, one in flight
+    at a time), in one burst and staggered over many ticks: every answer is the stream's, each decision sees the
+    card's earlier ones (1,000 km in a minute is impossible travel from the second transaction on), replies on a
+    connection keep request order around an immediate error, and every authorisation and decision is in Kafka."""
+    direct_port = 19475
+    cl = StreamCluster(tmp_path, port=19474, workers=1, agents="risk", take_within_s=0.001,
                        direct_port_base=direct_port)
     try:
         cl.start_broker()
@@ -129,6 +129,20 @@ def test_direct_path_batches_concurrent_requests_in_card_order_and_publishes_the
                     assert d.tx_id == a.tx_id and not any(r.startswith("DEGRADED_STREAM_") for r in d.reasons)
                     first = a.tx_id.endswith("-0")
                     assert ("IMPOSSIBLE_TRAVEL" in d.reasons) is not first, (a.tx_id, d.reasons)
+                # The same again, but arriving while publishes are in flight (a new tick every millisecond):
+                # requests decided during a publish join the next one, still in card order.
+                staggered = [a.model_copy(update={"tx_id": "W" + a.tx_id, "card_id": "W" + a.card_id})
+                             for a in batch]
+                tasks = []
+                for i in range(0, len(staggered), 3):
+                    tasks += [asyncio.ensure_future(svc.decide(a)) for a in staggered[i:i + 3]]
+                    await asyncio.sleep(0.001)
+                late = await asyncio.gather(*tasks)
+                assert svc.counts["direct"] - before == 2 * len(batch)
+                for a, d in zip(staggered, late, strict=True):
+                    assert d.tx_id == a.tx_id and not any(r.startswith("DEGRADED_STREAM_") for r in d.reasons)
+                    assert ("IMPOSSIBLE_TRAVEL" in d.reasons) is not a.tx_id.endswith("-0"), (a.tx_id, d.reasons)
+                batch += staggered
                 ids = [a.tx_id for a in batch]
                 assert await decisions.wait_for(ids, 30), "decisions missing from the decisions topic"
                 assert await auths.wait_for(ids, 30), "authorisations missing from the authorisations topic"
