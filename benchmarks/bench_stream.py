@@ -13,7 +13,9 @@ most of the pipeline's CPU is per Kafka round, not per authorisation — docs/ST
 ``BENCH_STREAM_RETENTION_S`` (retention of every topic of the run, changelogs included, default 60; 0 = the
 production retention: the embedded broker's CPU per byte grows with what it retains; a backlog older than this
 would be deleted unread and count as lost), ``BENCH_STREAM_REGISTRY`` (model registry, default
-``var/bench-stream/registry``, trained once), ``BENCH_STREAM_KEEP=1`` (keep the run directory with the logs).
+``var/bench-stream/registry``, trained once), ``BENCH_STREAM_KEEP=1`` (keep the run directory with the logs),
+``FUELCARD_STREAM_FETCH_PACE_MS`` (pause after an empty fetch in the workers and the collector, default 5;
+0 = none). Before the timed run it samples the CPU of the idle pipeline for 3 s (``*_idle_cores``).
 """
 
 from __future__ import annotations
@@ -44,11 +46,20 @@ from streams.loadgen import (
 
 
 async def _drive(cl: StreamCluster, *, rate: float, seconds: float, drain_s: float, envelope_s: float,
-                 on_start: Callable[[], None] = lambda: None, on_end: Callable[[], None] = lambda: None) -> dict:
-    col = DecisionCollector(cl.bootstrap, cl.topic(T.DECISIONS.suffix), track_produced=True)
+                 on_start: Callable[[], None] = lambda: None, on_end: Callable[[], None] = lambda: None,
+                 cpu_now: Callable[[], dict[str, float]] | None = None, idle_s: float = 3.0,
+                 fetch_pace_s: float = 0.005) -> dict:
+    col = DecisionCollector(cl.bootstrap, cl.topic(T.DECISIONS.suffix), track_produced=True, pace_s=fetch_pace_s)
     await col.start()
+    idle: dict[str, float] = {}
     try:
         await warm_up(cl.bootstrap, cl.topic(T.AUTHORISATIONS.suffix), col, probes=64, timeout=120)
+        if cpu_now is not None and idle_s > 0:
+            # What the pipeline burns with no traffic (cores): the consumers' empty-fetch loops show here.
+            c0, w0 = cpu_now(), time.perf_counter()
+            await asyncio.sleep(idle_s)
+            c1, el = cpu_now(), time.perf_counter() - w0
+            idle = {f"{k}_idle_cores": round((c1[k] - c0[k]) / el, 3) for k in c0}
         n = int(rate * seconds)
         producer = await make_producer(cl.bootstrap)
         sent: dict[str, float] = {}
@@ -104,7 +115,7 @@ async def _drive(cl: StreamCluster, *, rate: float, seconds: float, drain_s: flo
                 "to_worker_p50_p99_ms": [round(percentile(to_worker, q), 1) for q in (50, 99)],
                 "to_collector_p50_p99_ms": [round(percentile(to_collector, q), 1) for q in (50, 99)],
                 "loadgen_lag_p99_max_ms": [round(percentile(lag, 99) * 1000, 1), round(max(lag, default=0) * 1000, 1)],
-                "worst_seconds_p99_ms": [[sec, round(p, 1)] for p, sec in worst]}
+                "worst_seconds_p99_ms": [[sec, round(p, 1)] for p, sec in worst], **idle}
     finally:
         await col.stop()
 
@@ -172,6 +183,9 @@ def run(seconds: float | None) -> dict:
     port = int(os.environ.get("BENCH_STREAM_PORT", "19380"))
     # Gateway-side micro-batching of authorisations (0 = one Kafka record per authorisation).
     envelope_ms = float(os.environ.get("BENCH_STREAM_ENVELOPE_MS", "40"))
+    # Pause after an empty fetch, workers (StreamConfig.fetch_pace_s reads the same variable) and collector:
+    # noida-db answers empty fetches at once, and unpaced consumers loop on them (docs/STREAMING.md).
+    pace_ms = float(os.environ.get("FUELCARD_STREAM_FETCH_PACE_MS", "5"))
     registry = bench_registry()
     engine = engine_info(registry)
     root = Path(tempfile.mkdtemp(prefix="bench-stream-"))
@@ -214,7 +228,9 @@ def run(seconds: float | None) -> dict:
             used.update({k: cpu(v) - t0[k] for k, v in groups.items()})
 
         figures = asyncio.run(_drive(cl, rate=rate, seconds=seconds, drain_s=15.0,
-                                     envelope_s=envelope_ms / 1000, on_start=on_start, on_end=on_end))
+                                     envelope_s=envelope_ms / 1000, on_start=on_start, on_end=on_end,
+                                     cpu_now=lambda: {k: cpu(v) for k, v in groups.items()},
+                                     fetch_pace_s=pace_ms / 1000))
         n = max(1, figures["decided"])
         for name in groups:
             figures[f"{name}_cpu_s"] = round(used[name], 1)
@@ -226,5 +242,5 @@ def run(seconds: float | None) -> dict:
         if os.environ.get("BENCH_STREAM_KEEP") != "1":  # 1: keep the run directory (worker logs, broker log)
             shutil.rmtree(root, ignore_errors=True)
     return {"rate_target": rate, "seconds": seconds, **figures, "workers": workers, "take": take,
-            "envelope_ms": envelope_ms, "retention_s": retention_s, **engine,
+            "envelope_ms": envelope_ms, "fetch_pace_ms": pace_ms, "retention_s": retention_s, **engine,
             **({"run_dir": str(root)} if os.environ.get("BENCH_STREAM_KEEP") == "1" else {})}

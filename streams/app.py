@@ -24,6 +24,7 @@ import base64
 import contextlib
 import gc
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -83,6 +84,12 @@ class StreamConfig:
     # Authorisations dated more than this many seconds ahead of the processing time are dead-lettered
     # ("far-future timestamp") instead of decided; None disables the check (e.g. replaying a future simulation).
     max_future_skew_s: float | None = 24 * 3600.0
+    # noida-db answers an empty fetch at once instead of holding it for fetch_max_wait_ms, so Faust's consumer
+    # thread loops on empty fetches between records (~400/s; 0.25 core per idle worker, more on a quiet machine:
+    # docs/STREAMING.md "Idle fetch loop"). After an empty fetch the consumer waits this long before the next
+    # one (a fetch that brings records is never delayed); 0 = off. Default from FUELCARD_STREAM_FETCH_PACE_MS.
+    fetch_pace_s: float = field(default_factory=lambda: float(os.environ.get("FUELCARD_STREAM_FETCH_PACE_MS",
+                                                                             "5")) / 1000)
 
 
 class FarFutureTimestamp(ValueError):
@@ -431,6 +438,21 @@ def create_app(cfg: StreamConfig) -> StreamApp:
 
     if cfg.trace:
         _trace_gc_pauses()
+
+    if cfg.fetch_pace_s > 0 and not cfg.direct_port:  # a direct-serving worker paces its consumer itself
+        @app.task
+        async def pace_fetches() -> None:
+            from streams.direct import pace_empty_fetches
+
+            for _ in range(600):  # the consumer (in Faust's consumer thread) exists once the app has started
+                try:
+                    consumer = app.consumer._thread._ensure_consumer()  # noqa: SLF001
+                except Exception:  # noqa: BLE001 - not started yet
+                    consumer = None
+                if consumer is not None:
+                    pace_empty_fetches(consumer, cfg.fetch_pace_s)
+                    return
+                await asyncio.sleep(0.5)
 
     if "risk" in cfg.agents:
         @app.agent(tps[T.AUTHORISATIONS.suffix], name="risk")

@@ -202,6 +202,9 @@ class DecisionCollector:
     #: also record each id's decision record timestamp (wall clock s, the producer's CreateTime) in ``produced``
     track_produced: bool = False
     produced: dict[str, float] = field(default_factory=dict)
+    #: after an empty fetch wait this long before the next one (0 = no pause): the embedded broker answers an
+    #: empty fetch at once, so an unpaced reader loops on it and burns ~0.25 core (docs/STREAMING.md)
+    pace_s: float = 0.005
     _task: asyncio.Task[None] | None = None
     _consumer: Any = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -219,6 +222,10 @@ class DecisionCollector:
             parts = c.partitions_for_topic(self.topic) or set()
         tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
         c.assign(tps)
+        if self.pace_s > 0:
+            from streams.direct import pace_empty_fetches
+
+            pace_empty_fetches(c, self.pace_s)
         if self.from_beginning:
             await c.seek_to_beginning(*tps)
         else:

@@ -160,3 +160,19 @@ async def test_static_shard_skips_partitions_owned_by_other_workers():
         async with sa.agents["risk"].test_context() as agent:
             await agent.put(_auth("p0"), key=b"c1", partition=0)
     assert [d["tx_id"] for d in _to(sent, "t.decisions")] == ["p0"]  # decided once, by the owner
+
+
+def test_workers_pace_empty_fetches_unless_direct_serving_does(monkeypatch):
+    """noida-db answers empty fetches at once: every worker app gets the pacing task (default 5 ms, from
+    FUELCARD_STREAM_FETCH_PACE_MS; 0 = off); a direct-serving worker paces its consumer itself (streams/direct.py)."""
+    def tasks(**kw):
+        sa = create_app(StreamConfig(broker_url="kafka://127.0.0.1:1", prefix="t", app_id="pace-app",
+                                     engine=load_engine(), **kw))
+        return [t.__name__ for t in sa.app._app_tasks]  # noqa: SLF001
+
+    assert StreamConfig(broker_url="kafka://x").fetch_pace_s == 0.005
+    assert "pace_fetches" in tasks()
+    assert "pace_fetches" not in tasks(fetch_pace_s=0.0)
+    assert "pace_fetches" not in tasks(direct_port=19399)
+    monkeypatch.setenv("FUELCARD_STREAM_FETCH_PACE_MS", "12")
+    assert StreamConfig(broker_url="kafka://x").fetch_pace_s == 0.012
