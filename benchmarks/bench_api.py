@@ -9,6 +9,12 @@ request from its scheduled send time to the full response (so time spent waiting
 connections counts: no coordinated omission). Then headless Chromium loads the dashboard and reports its own
 first-render time.
 
+Environment: ``BENCH_API_HTTP_PORT`` (default 18160), ``BENCH_API_CDP_PORT`` (Chromium's DevTools, 18161),
+``BENCH_API_LOOP_WATCH_MS`` (default 20; 0 = off): the server runs the event-loop stall detector
+(``serving.loopwatch``) with this threshold and the result reports the stalls seen during the timed load
+(``loop_stalls``: count, total/worst ms, and where the loop thread's time went: on a CPU, waiting for one, or
+blocked, e.g. on the GIL), ``BENCH_SECONDS`` (default 30).
+
 Result: ``{"rps": R, "target_rps": 300, "endpoints": {"<name>": {"p50_ms": a, "p99_ms": b, "n": n}},
 "errors": 0, "model_p99_ms": worst model endpoint p99, "dashboard_first_render_ms": ms, ...}``.
 Target: p99 <= 20 ms at 300 requests/s for the model endpoints.
@@ -127,6 +133,7 @@ async def _load(base: str, plan: list[tuple[str, str, dict[str, str]]], seconds:
     # warm-up: every distinct request once (loads each model view, fills connection pool)
     await asyncio.gather(*(one(name, raw, record=False) for name, raw in raws))
     tasks = []
+    t0 = time.time()
     start = time.perf_counter()
     n = int(seconds * rate)
     for i in range(n):
@@ -140,7 +147,28 @@ async def _load(base: str, plan: list[tuple[str, str, dict[str, str]]], seconds:
     elapsed = time.perf_counter() - start
     for c in idle:
         c.close()
-    return {"lat": lat, "errors": errors, "sent": n, "elapsed": elapsed, "status": status}
+    return {"lat": lat, "errors": errors, "sent": n, "elapsed": elapsed, "status": status, "t0": t0,
+            "t1": time.time()}
+
+
+def _stalls(path: Path, t0: float, t1: float) -> dict:
+    """The server's event-loop stalls (``serving.loopwatch`` records) that ended during the timed load."""
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if t0 <= r.get("at", 0) <= t1 + 0.5:
+                rows.append(r)
+    ms = sorted(float(r["stall_ms"]) for r in rows)
+    out = {"count": len(ms), "total_ms": round(sum(ms), 1), "max_ms": ms[-1] if ms else 0.0,
+           "over_100ms": sum(1 for m in ms if m > 100)}
+    for k in ("on_cpu_ms", "runqueue_ms", "blocked_ms"):
+        out[k] = round(sum(float(r.get(k, 0.0)) for r in rows), 1)
+    out["gc_ms"] = round(sum(d for r in rows for _, d in r.get("gc", [])), 1)
+    return out
 
 
 def run(seconds: float | None) -> dict:
@@ -151,9 +179,14 @@ def run(seconds: float | None) -> dict:
     root = Path(tempfile.mkdtemp(prefix="fuelcard-bench-api-"))
     base = f"http://127.0.0.1:{port}"
     log = (root / "server.log").open("w")
+    watch_ms = float(os.environ.get("BENCH_API_LOOP_WATCH_MS", "20") or 0)
+    stall_file = root / "loop_stalls.jsonl"
+    env = dict(os.environ)
+    if watch_ms > 0:
+        env.update(FUELCARD_LOOP_WATCH_MS=str(watch_ms), FUELCARD_LOOP_WATCH_FILE=str(stall_file))
     proc = subprocess.Popen([sys.executable, "-m", "serving.testing", "serve", "--root", str(root),  # noqa: S603
                              "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                            cwd=Path(__file__).resolve().parents[1])
+                            cwd=Path(__file__).resolve().parents[1], env=env)
     try:
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
@@ -179,6 +212,7 @@ def run(seconds: float | None) -> dict:
         import uvloop  # the generator must cost far less per request than what it measures
 
         res = uvloop.run(_load(base, plan, seconds, RATE))
+        stalls = _stalls(stall_file, res["t0"], res["t1"]) if watch_ms > 0 else None
         cpu1, ru1 = sum(server.cpu_times()[:2]), resource.getrusage(resource.RUSAGE_SELF)
         n_req = max(1, res["sent"])
         endpoints = {}
@@ -214,6 +248,7 @@ def run(seconds: float | None) -> dict:
             "loadgen_cpu_us_per_req": round((ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime)
                                             / n_req * 1e6, 1),
             "load_avg_1m": round(os.getloadavg()[0], 1),
+            "loop_stalls": stalls,
         }
     finally:
         proc.terminate()

@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -130,11 +132,19 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        from serving import loopwatch
+
+        watch = loopwatch.from_env()  # FUELCARD_LOOP_WATCH_MS: event-loop stall detector (debug option)
+        if watch is not None:
+            watch.start()
+            app.state.loopwatch = watch
         if services.analytics is not None:
             from serving.routes_dashboard import warm
 
             warm(services)
         yield
+        if watch is not None:
+            await watch.stop()
         with contextlib.suppress(Exception):
             audit.flush()
         risk_service = getattr(app.state, "risk_service", None)
@@ -172,6 +182,7 @@ def create_app(
 
     for module in (routes_ops, routes_points, routes_churn, routes_analytics, routes_review, routes_models,
                    routes_dashboard):
+        inline_model_endpoints(module.router)
         app.include_router(module.router)
     _mount_risk(app, settings, services, risk_router)
 
@@ -190,6 +201,76 @@ def create_app(
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES, metrics=metrics)
     return app
+
+
+#: Model endpoints whose work is a lookup in an in-memory model view (``serving/model_views.py``): route template →
+#: the model kinds it reads. See :func:`inline_model_endpoints`.
+INLINE_ENDPOINTS: dict[str, tuple[str, ...]] = {
+    "/v1/churn/members/{member_id}": ("churn",),
+    "/v1/churn/segments": ("churn",),
+    "/v1/churn/segments/members": ("churn",),
+    "/v1/pricing/recommendations": ("pricing",),
+    "/v1/demand/forecast": ("demand",),
+    "/v1/demand/replenishment": ("demand",),
+    "/v1/sites/recommendations": ("sites",),
+    "/v1/sites/stations/{station_id}": ("sites",),
+}
+#: Of those, the ones that add masked contact details (an in-memory copy once loaded, see ``masked_contacts``).
+CONTACT_ENDPOINTS = frozenset({"/v1/churn/members/{member_id}", "/v1/churn/segments/members"})
+
+
+def _can_inline(kinds: tuple[str, ...], contacts: bool, kwargs: dict[str, Any]) -> bool:
+    """True when the endpoint will do no I/O: its models are loaded and need no ``CURRENT`` check now
+    (:meth:`ModelHub.get`'s fast path), masked contacts (churn member lists) are in memory, nothing is revealed."""
+    services: Services | None = kwargs.get("services")
+    if services is None or kwargs.get("reveal"):
+        return False
+    hub = services.hub
+    now = time.monotonic()
+    for kind in kinds:
+        if hub._loaded.get(kind) is None or now - hub._checked.get(kind, 0.0) >= hub.check_every_s:  # noqa: SLF001
+            return False
+    if contacts and services.analytics is not None and hasattr(services.analytics, "masked_contacts"):
+        return getattr(services.analytics, "_masked", None) is not None
+    return True
+
+
+def inline_model_endpoints(router: Any) -> None:
+    """Run the model endpoints of :data:`INLINE_ENDPOINTS` on the event loop when they are pure lookups.
+
+    Their route functions are plain ``def`` (a model load, a registry read or a warehouse read can happen in them),
+    so FastAPI would run each call, and the validation of its response, on its thread pool: two thread hops per
+    request, each a GIL hand-over between the event loop and a worker thread. Under load those hand-overs were the
+    event loop's stalls (the loop thread blocked on the GIL while worker threads ran; ``serving.loopwatch``). The
+    wrapper calls the function directly when :func:`_can_inline` says it will do no I/O, and on the thread pool
+    otherwise (the call that re-reads ``CURRENT`` every half second, a model load after a promotion, the first
+    load of the masked contacts, unmasked reads). The endpoint's signature, documentation and responses are the
+    route function's own (``functools.wraps``). Idempotent; modifies the router's routes in place.
+    """
+    from fastapi.routing import APIRoute
+    from starlette.concurrency import run_in_threadpool
+
+    prefix = getattr(router, "prefix", "")
+    for route in router.routes:
+        if not isinstance(route, APIRoute) or getattr(route.endpoint, "_inline_kinds", None) is not None:
+            continue
+        path = route.path if route.path.startswith(prefix) else prefix + route.path
+        kinds = INLINE_ENDPOINTS.get(path)
+        if kinds is None or "GET" not in route.methods:
+            continue
+        fn = route.endpoint
+
+        def make(fn: Any = fn, kinds: tuple[str, ...] = kinds, contacts: bool = path in CONTACT_ENDPOINTS) -> Any:
+            @functools.wraps(fn)
+            async def endpoint(*args: Any, **kwargs: Any) -> Any:
+                if _can_inline(kinds, contacts, kwargs):
+                    return fn(*args, **kwargs)
+                return await run_in_threadpool(fn, *args, **kwargs)
+
+            endpoint._inline_kinds = kinds  # type: ignore[attr-defined]
+            return endpoint
+
+        route.endpoint = make()
 
 
 def _mount_risk(app: FastAPI, settings: Settings, services: Services, risk_router: Any | None) -> None:

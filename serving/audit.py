@@ -1,8 +1,11 @@
 """The audit trail of personal-data reads: who (key id, group), what (endpoint, subjects), when, why.
 
-Events are buffered in memory and written in small batches (never one warehouse insert per request): at
-:attr:`batch` events, every :attr:`interval_s` seconds from a background thread, on :meth:`flush` and on
-shutdown. Reading the trail flushes first, so a read always sees every earlier event.
+Events are buffered in memory and written in small batches (never one warehouse insert per request) by a
+background thread: every :attr:`interval_s` seconds, or at once when :attr:`batch` events are waiting; also on
+:meth:`flush` and on shutdown. Reading the trail flushes first, so a read always sees every earlier event.
+:meth:`record` never writes itself (it may run on the server's event loop, where an insert would stall every
+request): only when the writer has fallen :attr:`max_buffer` events behind (warehouse down or very slow) does it
+write inline, as back-pressure, so the buffer stays bounded and no event is dropped.
 """
 
 from __future__ import annotations
@@ -40,16 +43,22 @@ def audit_event(*, request_id: str, key_id: str, group: str, action: str, subjec
 class _Buffered:
     batch = 200
     interval_s = 1.0
+    max_buffer = 20_000
 
     def __init__(self) -> None:
         self._buf: list[Row] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="audit-flush", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while not self._stop.is_set():
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.flush()
             except Exception:  # noqa: BLE001,S110 - retried on the next tick; never kill the thread
@@ -58,9 +67,11 @@ class _Buffered:
     def record(self, event: Row) -> None:
         with self._lock:
             self._buf.append(event)
-            full = len(self._buf) >= self.batch
-        if full:
-            self.flush()
+            n = len(self._buf)
+        if n >= self.max_buffer:
+            self.flush()  # back-pressure: the writer cannot keep up
+        elif n >= self.batch:
+            self._wake.set()
 
     def flush(self) -> None:
         with self._lock:
@@ -75,6 +86,7 @@ class _Buffered:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         self.flush()
 
     def _write(self, rows: list[Row]) -> None:

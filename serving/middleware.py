@@ -5,9 +5,10 @@ Written as plain ASGI callables (not ``BaseHTTPMiddleware``) so they add microse
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -96,13 +97,17 @@ class ObserveMiddleware:
 
     def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
+        # Request id = random per-process prefix + counter: no ``uuid4`` (an ``os.urandom`` syscall per request
+        # that releases the GIL on the event loop's thread, which then queues behind busy threads to get it back).
+        self._id_prefix = os.urandom(4).hex()
+        self._ids = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = uuid.uuid4().hex[:16]
+        request_id = f"{self._id_prefix}{next(self._ids) & 0xFFFFFFFF:08x}"
         scope.setdefault("state", {})["request_id"] = request_id
         status_holder = [500]
         decision_body: list[bytes] | None = [] if scope["path"] == DECISION_PATH else None

@@ -173,6 +173,15 @@ def build_env(root: str | Path, *, seed: int = 5, days: int = 45, stations: int 
     return env
 
 
+def reopen_env(root: str | Path) -> Env:
+    """The environment :func:`build_env` left under ``root`` (same settings, warehouse and registry)."""
+    root = Path(root)
+    settings = Settings(data_dir=root, warehouse_url=f"chdb://{root / 'warehouse'}", env="test",
+                        kafka_bootstrap="kafka://127.0.0.1:18197")
+    return Env(root=root, settings=settings, warehouse=open_warehouse(root / "warehouse"),
+               registry_dir=root / "registry", sim_dir=root / "sim")
+
+
 _SHARED: dict[str, Env] = {}
 
 
@@ -381,10 +390,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stations", type=int, default=12)
     p.add_argument("--members", type=int, default=600)
     p.add_argument("--days", type=int, default=60)
+    p.add_argument("--reuse", action="store_true",
+                   help="serve the environment an earlier run built under --root (no simulation or training)")
     args = p.parse_args(argv)
-    env = build_env(Path(args.root), stations=args.stations, members=args.members, days=args.days)
-    info = {"trained": env.trained, "failed": env.failed, "timings": env.timings,
-            "transactions": int(env.warehouse.query_value("SELECT count() FROM fact_transactions"))}
+    root = Path(args.root)
+    if args.reuse and (root / "env.json").exists():
+        env = reopen_env(root)
+        info = {k: v for k, v in json.loads((root / "env.json").read_text()).items() if k != "keys"}
+    else:
+        env = build_env(root, stations=args.stations, members=args.members, days=args.days)
+        info = {"trained": env.trained, "failed": env.failed, "timings": env.timings,
+                "transactions": int(env.warehouse.query_value("SELECT count() FROM fact_transactions"))}
     app = make_app(env)
     (Path(args.root) / "env.json").write_text(json.dumps({**info, "keys": app.state.services.demo_keys}))
     from serving.app import profile_from_env
