@@ -154,7 +154,9 @@ def run(seconds: float | None) -> dict:
 
         api_p = psutil.Process(api.pid)
         workers_p = [psutil.Process(p.pid) for p in cl.procs]
+        broker_p = psutil.Process(cl.broker.pid) if cl.broker is not None and cl.broker.pid else None
         cpu_api0, cpu_w0 = sum(api_p.cpu_times()[:2]), sum(sum(w.cpu_times()[:2]) for w in workers_p)
+        cpu_b0 = sum(broker_p.cpu_times()[:2]) if broker_p is not None else 0.0
         import resource
 
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -166,6 +168,8 @@ def run(seconds: float | None) -> dict:
         figures["api_cpu_us_per_req"] = round((sum(api_p.cpu_times()[:2]) - cpu_api0) / n * 1e6, 1)
         figures["worker_cpu_us_per_req"] = round(
             (sum(sum(w.cpu_times()[:2]) for w in workers_p) - cpu_w0) / n * 1e6, 1)
+        if broker_p is not None:
+            figures["broker_cpu_us_per_req"] = round((sum(broker_p.cpu_times()[:2]) - cpu_b0) / n * 1e6, 1)
         figures["loadgen_cpu_us_per_req"] = round(
             (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / n * 1e6, 1)
         import httpx

@@ -70,8 +70,9 @@ class RiskServiceConfig:
 class _DirectConn:
     """One pipelined JSON-lines connection to a risk worker's direct-decision server."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, on_late: Any = None) -> None:
         self.port = port
+        self.on_late = on_late  # called with a reply that came after its request's budget had run out
         self.writer: asyncio.StreamWriter | None = None
         self.waiters: deque[asyncio.Future[bytes | None]] = deque()
         self._reader_task: asyncio.Task[None] | None = None
@@ -91,6 +92,8 @@ class _DirectConn:
                 w = waiters.popleft()
                 if not w.done():
                     w.set_result(line)
+                elif self.on_late is not None:
+                    self.on_late(line)
         except Exception:  # noqa: BLE001, S110 - the connection is gone; pending requests fall back below
             pass
         finally:
@@ -133,9 +136,9 @@ class RiskService:
         self.engine = engine or load_engine(artifacts_dir=config.artifacts_dir)
         self._pending: dict[str, list[asyncio.Future[bytes | None]]] = {}
         self._sent_once = False
-        self._direct = [_DirectConn(p) for p in config.direct_ports]
+        self._direct = [_DirectConn(p, self._on_late_direct) for p in config.direct_ports]
         self._partitioner: Any = None
-        self._parts: list[int] = []
+        self._parts = 0
         self._part_of: dict[bytes, int] = {}
         self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._producer: Any = None
@@ -218,22 +221,34 @@ class RiskService:
             log.warning("risk service: %s", self.last_error)
 
     def _on_decision(self, raw: bytes) -> None:
-        if raw[:1] == b"[":  # an envelope of decisions (streamed, batched authorisations)
-            try:
-                items = orjson.loads(raw)
-            except Exception:  # noqa: BLE001
-                return
-            for d in items:
-                self._on_decision(orjson.dumps(d))
-            return
         try:
-            tx_id = orjson.loads(raw)["tx_id"]
+            value = orjson.loads(raw)
+            items = value if isinstance(value, list) else [value]  # an envelope of decisions, or one
         except Exception:  # noqa: BLE001
             return
-        self._remember(tx_id, raw)
-        for waiter in self._pending.pop(tx_id, ()):
-            if not waiter.done():
-                waiter.set_result(raw)
+        recent, pending = self._recent, self._pending
+        for d in items:
+            try:
+                tx_id = d["tx_id"]
+            except Exception:  # noqa: BLE001, S112 - not a decision
+                continue
+            waiters = pending.pop(tx_id, None)
+            if waiters is None and tx_id in recent:
+                continue  # answered on the direct path (remembered then): nothing to do
+            body = raw if items is not value else orjson.dumps(d)
+            self._remember(tx_id, body)
+            for waiter in waiters or ():
+                if not waiter.done():
+                    waiter.set_result(body)
+
+    def _on_late_direct(self, line: bytes) -> None:
+        """A worker's decision that came after its request's budget (that request was answered degraded): kept
+        for a retry of the same transaction, which must get the decision the stream made."""
+        if line.startswith(b'{"error"'):
+            return
+        raw = line.rstrip(b"\n")
+        with contextlib.suppress(Exception):
+            self._remember(orjson.loads(raw)["tx_id"], raw)
 
     def _remember(self, tx_id: str, raw: bytes) -> None:
         recent = self._recent
@@ -332,18 +347,17 @@ class RiskService:
     async def _decide_direct(self, auth: Authorisation, t0: float) -> bytes | None:
         """Ask the worker that owns the card's partition; None = use the Kafka path with what is left."""
         if self._partitioner is None:
-            from aiokafka.partitioner import DefaultPartitioner
-
+            from streams.direct import kafka_partition
             from streams.topics import AUTHORISATIONS
 
-            self._partitioner = DefaultPartitioner()
-            self._parts = list(range(AUTHORISATIONS.partitions))
+            self._partitioner = kafka_partition
+            self._parts = AUTHORISATIONS.partitions
         key = auth.card_id.encode()
         part = self._part_of.get(key)
         if part is None:  # murmur2 in pure Python: once per card, not once per request
             if len(self._part_of) > 1_000_000:
                 self._part_of.clear()
-            part = self._part_of[key] = self._partitioner(key, self._parts, self._parts)
+            part = self._part_of[key] = self._partitioner(key, self._parts)
         conn = self._direct[part % len(self._direct)]
         budget = self.config.budget_ms / 1000
         try:
@@ -353,15 +367,20 @@ class RiskService:
         except Exception:  # noqa: BLE001 - worker unreachable: try the Kafka path
             return None
         deadline = asyncio.get_running_loop().call_later(
-            max(0.0, budget - (time.perf_counter() - t0)), _expire, fut)
+            max(0.0, budget - (time.perf_counter() - t0)), _expire_direct, fut)
         try:
             raw = await fut
         finally:
             deadline.cancel()
+        if raw == _TIMED_OUT:
+            # (the event loop's timers may fire a little early: never hand a spent budget to the Kafka path)
+            cached = self._recent.get(auth.tx_id)  # the reply may have come in the same tick
+            if cached is not None:
+                self.counts["cached"] += 1
+                return cached
+            self.counts["timeout"] += 1
+            return self._degraded(auth, "stream_timeout", t0)
         if raw is None:
-            if time.perf_counter() - t0 >= budget:
-                self.counts["timeout"] += 1
-                return self._degraded(auth, "stream_timeout", t0)
             return None  # connection lost: the Kafka path may still make it
         if raw.startswith(b'{"error"'):
             return None
@@ -388,6 +407,14 @@ def _consume_exception(fut: asyncio.Future[Any]) -> None:
 def _expire(waiter: asyncio.Future[bytes | None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+_TIMED_OUT = b""  # what a direct request's future holds when its budget ran out (None: connection lost)
+
+
+def _expire_direct(waiter: asyncio.Future[bytes | None]) -> None:
+    if not waiter.done():
+        waiter.set_result(_TIMED_OUT)
 
 
 def fastapi_telemetry() -> dict[str, bool] | None:
@@ -606,12 +633,16 @@ def serve_main(argv: list[str] | None = None) -> None:
     cfg = config_from_settings(settings, prefix=args.prefix,
                                direct_ports=tuple(int(x) for x in args.direct_ports.split(",") if x.strip()))
     cfg = dataclasses.replace(cfg, bootstrap=args.bootstrap or cfg.bootstrap, budget_ms=args.budget_ms or cfg.budget_ms)
-    app = create_app(service=RiskService(cfg))
+    svc = RiskService(cfg)
+    app = create_app(service=svc)
     from serving.app import profile_from_env
 
     profile_from_env(app)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, loop="uvloop",
-                http="httptools", proxy_headers=False)
+    # This tier serves the transaction path only (no keys, no observing middleware): the fast path goes in front
+    # of the whole FastAPI app, so a decision skips Starlette's error, telemetry and body-limit layers too
+    # (everything else, lifespan included, passes through to the app).
+    uvicorn.run(DecideFastPath(app, service=svc), host=args.host, port=args.port, log_level="warning",
+                access_log=False, loop="uvloop", http="httptools", proxy_headers=False, lifespan="on")
 
 
 if __name__ == "__main__":

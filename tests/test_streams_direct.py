@@ -51,3 +51,20 @@ def test_paced_fetches_wait_between_fetches_and_a_cancelled_pause_still_returns_
         assert await task == "fetched"
 
     asyncio.run(scenario())
+
+
+def test_murmur2_and_partition_match_aiokafka():
+    import random
+
+    from aiokafka.partitioner import DefaultPartitioner
+    from aiokafka.partitioner import murmur2 as reference
+
+    from streams.direct import kafka_partition, murmur2
+
+    rng = random.Random(7)
+    keys = [b"", b"a", b"ab", b"abc", b"abcd", b"c40822", "卡-001".encode()]
+    keys += [bytes(rng.randrange(256) for _ in range(rng.randrange(40))) for _ in range(3_000)]
+    parts = list(range(8))
+    for k in keys:
+        assert murmur2(k) == reference(k), k
+        assert kafka_partition(k, 8) == DefaultPartitioner()(k, parts, parts), k

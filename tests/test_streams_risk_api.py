@@ -146,3 +146,32 @@ def test_fast_path_refuses_oversized_bodies_and_never_echoes_input():
         ok = client.post("/v1/risk/decide", content=AUTH.model_dump_json(),
                          headers={"content-type": "application/json"})
         assert ok.status_code == 200 and ok.headers["x-decision-source"] == "fallback"
+
+
+async def test_direct_reply_after_the_budget_answers_degraded_and_a_retry_gets_the_streams_decision():
+    """A slow worker: the request answers degraded within the budget; the worker's late decision is kept, so a
+    retry of the same transaction gets the stream's decision (not a second, different one)."""
+    engine = load_engine()
+
+    async def slow_worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            auth = Authorisation.model_validate_json(line)
+            await asyncio.sleep(0.15)
+            writer.write(engine.decide(None, auth)[1].model_dump_json().encode() + b"\n")
+
+    server = await asyncio.start_server(slow_worker, "127.0.0.1", 19476)
+    svc = RiskService(RiskServiceConfig(bootstrap="127.0.0.1:1", budget_ms=30, direct_ports=(19476,)),
+                      engine=engine)
+    try:
+        t0 = time.perf_counter()
+        first = orjson.loads(await svc.decide_raw(AUTH))
+        assert time.perf_counter() - t0 < 0.12
+        assert first["degraded"] is True and "DEGRADED_STREAM_TIMEOUT" in first["reasons"]
+        assert svc.counts["timeout"] == 1
+        await asyncio.sleep(0.3)  # the worker's decision arrives
+        again = orjson.loads(await svc.decide_raw(AUTH))
+        assert again["tx_id"] == "t1" and not any(r.startswith("DEGRADED_STREAM_") for r in again["reasons"])
+        assert svc.counts["cached"] == 1
+    finally:
+        await svc.close()
+        server.close()
