@@ -462,6 +462,26 @@ def install_diagnostics(sa: Any, interval_s: float) -> None:
         log_partition_report(sa, logger, "periodic")
 
 
+def install_publish_failure(sa: Any, tx_prefix: str) -> None:
+    """Fault injection for the fault suite (``FUELCARD_FAULT_FAIL_PUBLISH=<tx id prefix>``; never set otherwise):
+    the agent's publish of any batch holding a decision for such a tx fails before anything is delivered — a
+    delivery lost across a broker outage — so a test can check the batch is never acknowledged, by this worker's
+    commits or by its stop, and that the next worker decides it (F10, tests/faults/test_interrupted_batch_broker.py).
+    """
+    marker = f'"tx_id":"{tx_prefix}'.encode()
+    real = sa.publish
+    logger = logging.getLogger("streams.worker.diag")
+
+    async def publish(out: Any) -> None:
+        if any(marker in v for t, _, v, _ in out if t.endswith(".decisions")):
+            logger.warning("fault injection: the publish of a batch with %s* decisions fails", tx_prefix)
+            out.clear()
+            raise ConnectionError(f"fault injection: publish of {tx_prefix}* decisions failed")
+        await real(out)
+
+    sa.publish = publish
+
+
 def run(argv: list[str] | None = None) -> None:
     """Build the app and run a Faust worker until SIGTERM."""
     import faust
@@ -496,6 +516,8 @@ def run(argv: list[str] | None = None) -> None:
     if args.sink_within:
         cfg.sink_within_s = args.sink_within
     sa = create_app(cfg)
+    if os.environ.get("FUELCARD_FAULT_FAIL_PUBLISH"):
+        install_publish_failure(sa, os.environ["FUELCARD_FAULT_FAIL_PUBLISH"])
     if args.diag_interval > 0:
         install_diagnostics(sa, args.diag_interval)
     logging.basicConfig(level=args.loglevel)
