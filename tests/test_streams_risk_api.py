@@ -156,7 +156,7 @@ async def test_direct_reply_after_the_budget_answers_degraded_and_a_retry_gets_t
     async def slow_worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while line := await reader.readline():
             auth = Authorisation.model_validate_json(line)
-            await asyncio.sleep(0.15)
+            await asyncio.sleep(0.6)
             writer.write(engine.decide(None, auth)[1].model_dump_json().encode() + b"\n")
 
     server = await asyncio.start_server(slow_worker, "127.0.0.1", 19476)
@@ -165,10 +165,10 @@ async def test_direct_reply_after_the_budget_answers_degraded_and_a_retry_gets_t
     try:
         t0 = time.perf_counter()
         first = orjson.loads(await svc.decide_raw(AUTH))
-        assert time.perf_counter() - t0 < 0.12
+        assert time.perf_counter() - t0 < 0.5  # the budget, not the worker's 0.6 s
         assert first["degraded"] is True and "DEGRADED_STREAM_TIMEOUT" in first["reasons"]
         assert svc.counts["timeout"] == 1
-        await asyncio.sleep(0.3)  # the worker's decision arrives
+        await asyncio.sleep(1.0)  # the worker's decision arrives
         again = orjson.loads(await svc.decide_raw(AUTH))
         assert again["tx_id"] == "t1" and not any(r.startswith("DEGRADED_STREAM_") for r in again["reasons"])
         assert svc.counts["cached"] == 1
