@@ -9,7 +9,8 @@ PYTEST_ARGS ?=
 
 .PHONY: setup sysdeps demo up test test-fast bench faults soak lint schemas clean
 
-$(STAMP): pyproject.toml setup.py $(wildcard models/fraud/*.pyx fuelcard/*.pyx)
+# setup.py compiles models/fraud/_treeval.pyx and fuelcard/features.py (see there): rebuild when they change
+$(STAMP): pyproject.toml setup.py models/fraud/_treeval.pyx fuelcard/features.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,flink]'

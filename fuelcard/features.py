@@ -1367,7 +1367,8 @@ def _use_compiled() -> tuple[str, str]:
     for name in _SHARED_NAMES:
         setattr(fast, name, g[name])
     for name in _COMPILED_FUNCTIONS:
-        g[name] = getattr(fast, name)
+        fn = g[name] = getattr(fast, name)
+        fn.__module__ = __name__  # pickled by reference as fuelcard.features.<name>: this swap on unpickling
     FeatureEngine.process = fast.FeatureEngine.__dict__["process"]  # type: ignore[method-assign]
     FeatureEngine.record_label = fast.FeatureEngine.__dict__["record_label"]  # type: ignore[method-assign]
     for name in ("to_dict", "from_dict", "_from_v1", "to_bytes", "from_bytes"):
