@@ -102,7 +102,12 @@ class WarehouseAuditStore(_Buffered):
         super().__init__()
 
     def _write(self, rows: list[Row]) -> None:
-        self.sql.insert(AUDIT_TABLE, [to_warehouse_row(r) for r in rows])
+        out = [to_warehouse_row(r) for r in rows]
+        insert_json = getattr(self.sql, "insert_json", None)
+        if insert_json is not None:
+            insert_json(AUDIT_TABLE, out)
+        else:
+            self.sql.insert(AUDIT_TABLE, out)
 
     def recent(self, *, limit: int, key_id: str | None = None) -> list[Row]:
         self.flush()

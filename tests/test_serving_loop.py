@@ -172,3 +172,14 @@ def test_unmasked_reads_stay_off_the_loop_and_are_audited(client):
     trail = services.audit.recent(limit=10_000)
     assert len(trail) == before + 2
     assert trail[0]["action"] == "churn.member" and member in trail[0]["subjects"]
+
+
+def test_audit_rows_reach_the_warehouse_verbatim(client):
+    services = client.app_.state.services
+    purpose = 'campaign {member_id:String} "q4" {x} ü'
+    services.audit.record(audit_event(request_id="rq-braces", key_id="k" * 12, group="marketing",
+                                      action="churn.member", subjects=["M0000001", "M0000002"],
+                                      fields=["churn_probability"], unmasked=False, purpose=purpose))
+    row = next(r for r in services.audit.recent(limit=50) if r["request_id"] == "rq-braces")
+    assert row["purpose"] == purpose
+    assert row["subjects"] == ["M0000001", "M0000002"] and row["key_group"] == "marketing"
