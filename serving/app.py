@@ -240,16 +240,26 @@ CONTACT_ENDPOINTS = frozenset({"/v1/churn/members/{member_id}", "/v1/churn/segme
 
 
 def _can_inline(kinds: tuple[str, ...], contacts: bool, kwargs: dict[str, Any]) -> bool:
-    """True when the endpoint will do no I/O: its models are loaded and need no ``CURRENT`` check now
-    (:meth:`ModelHub.get`'s fast path), masked contacts (churn member lists) are in memory, nothing is revealed."""
+    """True when the endpoint will do no I/O beyond re-reading ``CURRENT`` (every 0.5 s per kind): its models are
+    loaded and still the promoted versions, masked contacts (churn member lists) are in memory, nothing is
+    revealed."""
     services: Services | None = kwargs.get("services")
     if services is None or kwargs.get("reveal"):
         return False
     hub = services.hub
     now = time.monotonic()
     for kind in kinds:
-        if hub._loaded.get(kind) is None or now - hub._checked.get(kind, 0.0) >= hub.check_every_s:  # noqa: SLF001
+        loaded = hub._loaded.get(kind)  # noqa: SLF001
+        if loaded is None:
             return False
+        if now - hub._checked.get(kind, 0.0) >= hub.check_every_s:  # noqa: SLF001
+            # ModelHub.get will re-read CURRENT (one small file): fine on the loop unless a new version is
+            # promoted, whose load must not run here
+            try:
+                if hub.registry.current_version(kind) != loaded.version:
+                    return False
+            except OSError:
+                return False
     if contacts and services.analytics is not None and hasattr(services.analytics, "masked_contacts"):
         return getattr(services.analytics, "_masked", None) is not None
     return True
@@ -262,9 +272,9 @@ def inline_model_endpoints(router: Any) -> None:
     so FastAPI would run each call, and the validation of its response, on its thread pool: two thread hops per
     request, each a GIL hand-over between the event loop and a worker thread. Under load those hand-overs were the
     event loop's stalls (the loop thread blocked on the GIL while worker threads ran; ``serving.loopwatch``). The
-    wrapper calls the function directly when :func:`_can_inline` says it will do no I/O, and on the thread pool
-    otherwise (the call that re-reads ``CURRENT`` every half second, a model load after a promotion, the first
-    load of the masked contacts, unmasked reads). The endpoint's signature, documentation and responses are the
+    wrapper calls the function directly when :func:`_can_inline` says it will do no I/O (beyond the half-secondly
+    re-read of ``CURRENT``), and on the thread pool otherwise (a model load after a promotion, the first load of
+    the masked contacts, unmasked reads). The endpoint's signature, documentation and responses are the
     route function's own (``functools.wraps``). Idempotent; modifies the router's routes in place.
     """
     from fastapi.routing import APIRoute

@@ -102,7 +102,7 @@ class LoopWatch:
     # ------------------------------------------------------------ the watcher thread
 
     def _watch(self) -> None:
-        poll = min(0.005, self.threshold_s / 4)
+        poll = min(0.01, self.threshold_s / 2)  # each wake-up takes the GIL: not more often than needed
         while not self._stop.is_set():
             time.sleep(poll)
             beat = self.beat

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 
@@ -135,7 +136,7 @@ def test_model_endpoints_run_on_the_loop_once_loaded(client):
     hub = services.hub
     churn = hub.get("churn").obj
     threads: list[str] = []
-    original = type(churn).segments
+    original = type(churn).segments  # the reloaded view is another instance of the same class
 
     def spy(self):
         name = threading.current_thread().name
@@ -146,10 +147,11 @@ def test_model_endpoints_run_on_the_loop_once_loaded(client):
     headers = {"X-API-Key": client.keys["marketing"]}
     try:
         type(churn).segments = spy
-        hub.check_every_s = 0.0  # a CURRENT re-read is due: the call goes to the thread pool
-        first = client.get("/v1/churn/segments", headers=headers)
-        hub.check_every_s = 3600.0  # none due: a lookup, on the event loop
-        second = client.get("/v1/churn/segments", headers=headers)
+        hub.check_every_s = 0.0  # a CURRENT re-read on every call
+        loaded = hub._loaded["churn"]
+        hub._loaded["churn"] = dataclasses.replace(loaded, version="older")  # as if a new version was promoted
+        first = client.get("/v1/churn/segments", headers=headers)  # loads it: on the thread pool
+        second = client.get("/v1/churn/segments", headers=headers)  # CURRENT unchanged: a lookup, on the loop
     finally:
         type(churn).segments = original
         hub.check_every_s = type(hub).check_every_s
