@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -139,11 +140,14 @@ def create_app(
             watch.start()
             app.state.loopwatch = watch
         prepare_for_serving(services)
+        stop_refresh = threading.Event()
+        refresh_models(services, stop_refresh)
         if services.analytics is not None:
             from serving.routes_dashboard import warm
 
             warm(services)
         yield
+        stop_refresh.set()
         if watch is not None:
             await watch.stop()
         with contextlib.suppress(Exception):
@@ -223,6 +227,23 @@ def prepare_for_serving(services: Services) -> None:
     gc.freeze()
 
 
+def refresh_models(services: Services, stop: threading.Event) -> threading.Thread:
+    """A background thread that re-reads ``CURRENT`` of every loaded kind twice per :attr:`ModelHub.check_every_s`
+    (and loads a newly promoted version there): requests find the hub's check fresh and stay on the event loop;
+    a promotion by another process is served within ``check_every_s``, as before."""
+    hub = services.hub
+
+    def run() -> None:
+        while not stop.wait(max(hub.check_every_s / 2, 0.05)):
+            for kind in list(hub._loaded):  # noqa: SLF001
+                with contextlib.suppress(Exception):  # a failed load keeps the previous version; status says why
+                    hub.get(kind)
+
+    thread = threading.Thread(target=run, name="model-refresh", daemon=True)
+    thread.start()
+    return thread
+
+
 #: Model endpoints whose work is a lookup in an in-memory model view (``serving/model_views.py``): route template →
 #: the model kinds it reads. See :func:`inline_model_endpoints`.
 INLINE_ENDPOINTS: dict[str, tuple[str, ...]] = {
@@ -240,9 +261,9 @@ CONTACT_ENDPOINTS = frozenset({"/v1/churn/members/{member_id}", "/v1/churn/segme
 
 
 def _can_inline(kinds: tuple[str, ...], contacts: bool, kwargs: dict[str, Any]) -> bool:
-    """True when the endpoint will do no I/O beyond re-reading ``CURRENT`` (every 0.5 s per kind): its models are
-    loaded and still the promoted versions, masked contacts (churn member lists) are in memory, nothing is
-    revealed."""
+    """True when the endpoint will do no I/O: its models are loaded and need no ``CURRENT`` re-read now
+    (:meth:`ModelHub.get`'s fast path; :func:`refresh_models` keeps it so), masked contacts (churn member lists)
+    are in memory, nothing is revealed."""
     services: Services | None = kwargs.get("services")
     if services is None or kwargs.get("reveal"):
         return False
@@ -253,13 +274,7 @@ def _can_inline(kinds: tuple[str, ...], contacts: bool, kwargs: dict[str, Any]) 
         if loaded is None:
             return False
         if now - hub._checked.get(kind, 0.0) >= hub.check_every_s:  # noqa: SLF001
-            # ModelHub.get will re-read CURRENT (one small file): fine on the loop unless a new version is
-            # promoted, whose load must not run here
-            try:
-                if hub.registry.current_version(kind) != loaded.version:
-                    return False
-            except OSError:
-                return False
+            return False  # ModelHub.get would re-read CURRENT (file I/O; a load if it changed): not on the loop
     if contacts and services.analytics is not None and hasattr(services.analytics, "masked_contacts"):
         return getattr(services.analytics, "_masked", None) is not None
     return True
@@ -272,10 +287,11 @@ def inline_model_endpoints(router: Any) -> None:
     so FastAPI would run each call, and the validation of its response, on its thread pool: two thread hops per
     request, each a GIL hand-over between the event loop and a worker thread. Under load those hand-overs were the
     event loop's stalls (the loop thread blocked on the GIL while worker threads ran; ``serving.loopwatch``). The
-    wrapper calls the function directly when :func:`_can_inline` says it will do no I/O (beyond the half-secondly
-    re-read of ``CURRENT``), and on the thread pool otherwise (a model load after a promotion, the first load of
-    the masked contacts, unmasked reads). The endpoint's signature, documentation and responses are the
-    route function's own (``functools.wraps``). Idempotent; modifies the router's routes in place.
+    wrapper calls the function directly when :func:`_can_inline` says it will do no I/O, and on the thread pool
+    otherwise (a ``CURRENT`` re-read that :func:`refresh_models` did not do in time, a model load after a
+    promotion through this API, the first load of the masked contacts, unmasked reads). The endpoint's signature,
+    documentation and responses are the route function's own (``functools.wraps``). Idempotent; modifies the
+    router's routes in place.
     """
     from fastapi.routing import APIRoute
     from starlette.concurrency import run_in_threadpool

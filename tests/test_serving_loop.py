@@ -147,11 +147,12 @@ def test_model_endpoints_run_on_the_loop_once_loaded(client):
     headers = {"X-API-Key": client.keys["marketing"]}
     try:
         type(churn).segments = spy
-        hub.check_every_s = 0.0  # a CURRENT re-read on every call
+        hub.check_every_s = 0.0  # a CURRENT re-read is due on every call
         loaded = hub._loaded["churn"]
         hub._loaded["churn"] = dataclasses.replace(loaded, version="older")  # as if a new version was promoted
-        first = client.get("/v1/churn/segments", headers=headers)  # loads it: on the thread pool
-        second = client.get("/v1/churn/segments", headers=headers)  # CURRENT unchanged: a lookup, on the loop
+        first = client.get("/v1/churn/segments", headers=headers)  # re-reads CURRENT, loads: on the thread pool
+        hub.check_every_s = 3600.0
+        second = client.get("/v1/churn/segments", headers=headers)  # a lookup: on the event loop
     finally:
         type(churn).segments = original
         hub.check_every_s = type(hub).check_every_s
@@ -185,3 +186,19 @@ def test_audit_rows_reach_the_warehouse_verbatim(client):
     row = next(r for r in services.audit.recent(limit=50) if r["request_id"] == "rq-braces")
     assert row["purpose"] == purpose
     assert row["subjects"] == ["M0000001", "M0000002"] and row["key_group"] == "marketing"
+
+
+def test_a_promotion_elsewhere_is_loaded_in_the_background(client):
+    hub = client.app_.state.services.hub
+    current = hub.registry.current_version("sites")
+    hub._loaded["sites"] = dataclasses.replace(hub._loaded["sites"], version="older")  # CURRENT moved on
+    try:
+        hub.check_every_s = 0.2
+        deadline = time.monotonic() + 5
+        while hub._loaded["sites"].version != current and time.monotonic() < deadline:
+            time.sleep(0.05)  # no request: the model-refresh thread re-reads CURRENT and loads
+    finally:
+        hub.check_every_s = type(hub).check_every_s
+    assert hub._loaded["sites"].version == current
+    r = client.get("/v1/sites/recommendations?k=3", headers={"X-API-Key": client.keys["analyst"]})
+    assert r.status_code == 200 and r.json()["model_version"] == current
