@@ -89,11 +89,15 @@ def auth_records_fast(topic: str, n: int, *, cards: int = 20_000, seed: int = 7,
 
 
 async def make_producer(bootstrap: str, **kw: Any):  # type: ignore[no-untyped-def]
-    """A started aiokafka producer tuned for low latency (no linger) on loopback."""
+    """A started aiokafka producer tuned for low latency (no linger) on loopback; batches compressed like the
+    workers' (:func:`streams.topics.compression_from_env`, none by default)."""
     from aiokafka import AIOKafkaProducer
 
+    from streams.topics import compression_from_env
+
     p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=kw.pop("linger_ms", 0), acks=kw.pop("acks", 1),
-                         max_batch_size=kw.pop("max_batch_size", 256 * 1024), **kw)
+                         max_batch_size=kw.pop("max_batch_size", 256 * 1024),
+                         compression_type=kw.pop("compression_type", compression_from_env()), **kw)
     await p.start()
     return p
 

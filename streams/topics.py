@@ -9,6 +9,7 @@ topics), retention for what each topic is for (replay window vs. audit).
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 DAY_MS = 24 * 3600 * 1000
@@ -73,6 +74,15 @@ def all_topic_specs(prefix: str, app_id: str) -> list[tuple[str, int, dict[str, 
         out.append((changelog_topic(app_id, table), parts, {"cleanup.policy": "compact"}))
     out.append((f"{app_id}-__assignor-__leader", 1, {}))
     return out
+
+
+def compression_from_env() -> str | None:
+    """Compression of the record batches our producers write: ``FUELCARD_STREAM_COMPRESSION`` (``gzip``, the codec
+    aiokafka has without extra packages; default ``none``). The embedded noida-db re-serialises every byte it
+    retains about once a second (its autosave thread): gzip batches cost it ~4x less there, but aiokafka's
+    pure-Python gzip framing costs the producers and consumers about as much again (docs/STREAMING.md)."""
+    value = os.environ.get("FUELCARD_STREAM_COMPRESSION", "none").strip().lower()
+    return None if value in ("", "none") else value
 
 
 def with_retention(specs: list[tuple[str, int, dict[str, str]]], retention_ms: int,

@@ -176,3 +176,18 @@ def test_workers_pace_empty_fetches_unless_direct_serving_does(monkeypatch):
     assert "pace_fetches" not in tasks(direct_port=19399)
     monkeypatch.setenv("FUELCARD_STREAM_FETCH_PACE_MS", "12")
     assert StreamConfig(broker_url="kafka://x").fetch_pace_s == 0.012
+
+
+def test_stream_compression_from_env(monkeypatch):
+    """Producers' batch compression: none by default, FUELCARD_STREAM_COMPRESSION=gzip opts in (workers and
+    load generator alike)."""
+    from streams.topics import compression_from_env
+
+    monkeypatch.delenv("FUELCARD_STREAM_COMPRESSION", raising=False)
+    assert compression_from_env() is None
+    assert StreamConfig(broker_url="kafka://x").compression is None
+    monkeypatch.setenv("FUELCARD_STREAM_COMPRESSION", "GZIP")
+    assert compression_from_env() == "gzip"
+    assert StreamConfig(broker_url="kafka://x").compression == "gzip"
+    monkeypatch.setenv("FUELCARD_STREAM_COMPRESSION", "none")
+    assert compression_from_env() is None
