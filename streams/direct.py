@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -178,6 +179,10 @@ def pace_empty_fetches(consumer: Any, min_interval_s: float, *, all_fetches: boo
     fetcher._proc_fetch_request = paced
     return True
 
+
+# GIL switch interval of a worker that serves direct decisions (default 5 ms). Measured, quiet machine, 500 req/s,
+# one 20 s run each: p50 16.5 → 10.8 ms, p99 93 → 46 ms, degraded 26 → 13 %, worker CPU +9 %.
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 # Fetch pacing of a worker that serves direct decisions (every fetch). Authorisations streamed through Kafka by
 # other producers wait up to this much longer before their agent sees them.
@@ -348,6 +353,9 @@ def direct_server(app: Any, sa: StreamApp, cfg: StreamConfig,
     @app.task
     async def direct_decisions() -> None:
         server = await asyncio.start_server(handle, "127.0.0.1", cfg.direct_port)
+        # Faust's consumer runs in its own thread: with the default 5 ms GIL switch interval the event loop that
+        # answers direct requests waited up to 5 ms for the GIL each time that thread was busy (decoding fetches).
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         # The worker's own consumer (Faust runs it in a thread): pace its fetches (see READBACK_FETCH_INTERVAL_S).
         for _ in range(300):
             try:
