@@ -2,7 +2,8 @@
 
 Authorisations at the speed layer's target rate (2,000 tx/s; ``BENCH_SOAK_RATE`` overrides) through the real risk
 agents with the stream benchmark's trained fraud model (2 Faust worker processes, ``BENCH_SOAK_WORKERS``) on the
-embedded noida-db broker, with the gateway envelopes of the stream benchmark (40 ms, ``BENCH_SOAK_ENVELOPE_MS``).
+embedded noida-db broker, with the gateway envelopes of the stream benchmark (40 ms, ``BENCH_SOAK_ENVELOPE_MS``)
+and its topic retention (60 s, ``BENCH_STREAM_RETENTION_S``; 0 = production retention).
 Every window (``seconds``/24, 5-60 s) samples worker RSS, the in-flight lag (authorisations sent but not yet
 decided) and the window's p99 latency.
 Verdicts: ``memory_flat`` (RSS growth from the first to the last third <= max(40 MB, 15 %)), ``lag_flat`` (last-
@@ -28,8 +29,9 @@ def run(seconds: float | None) -> dict:
 
     registry = bench_registry(BENCH_DATA_DIR / "registry")
     os.environ["FUELCARD_DATA_DIR"] = str(BENCH_DATA_DIR.absolute())
-    # The stream benchmark's gateway window (40 ms): most of the pipeline's CPU is per Kafka round, and 5 ms
-    # envelopes (the harness default) need ~8x the rounds (docs/STREAMING.md).
+    # The stream benchmark's gateway window (40 ms; most of the pipeline's CPU is per Kafka round, and 5 ms
+    # envelopes need ~8x the rounds, docs/STREAMING.md) and its topic retention.
     envelope_ms = float(os.environ.get("BENCH_SOAK_ENVELOPE_MS", os.environ.get("BENCH_STREAM_ENVELOPE_MS", "40")))
-    return {**H.soak(seconds, rate=rate, workers=workers, envelope_ms=envelope_ms), "envelope_ms": envelope_ms,
-            **engine_info(registry)}
+    retention_s = float(os.environ.get("BENCH_STREAM_RETENTION_S", "60"))
+    return {**H.soak(seconds, rate=rate, workers=workers, envelope_ms=envelope_ms, retention_s=retention_s or None),
+            "envelope_ms": envelope_ms, "retention_s": retention_s, **engine_info(registry)}

@@ -32,7 +32,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from streams import topics as T
-from streams.broker import EmbeddedBroker, _run_coro
 from streams.cluster import StreamCluster
 from streams.loadgen import (
     DecisionCollector,
@@ -189,22 +188,13 @@ def run(seconds: float | None) -> dict:
     registry = bench_registry()
     engine = engine_info(registry)
     root = Path(tempfile.mkdtemp(prefix="bench-stream-"))
-    cl = StreamCluster(root, port=port, workers=workers, agents="risk", take_max=take, take_within_s=0.003,
-                       artifacts=registry)
     retention_s = float(os.environ.get("BENCH_STREAM_RETENTION_S", "60"))
+    # noida-db's CPU per produced byte grows with the bytes it retains (2,000 records/s: 18 % of a core after 25 s,
+    # 45 % after 100 s; flat at 15 % with a 10 s retention): bound what a long run leaves in it.
+    cl = StreamCluster(root, port=port, workers=workers, agents="risk", take_max=take, take_within_s=0.003,
+                       artifacts=registry, retention_s=retention_s or None)
     try:
-        if retention_s > 0:
-            # noida-db's CPU per produced byte grows with the bytes it retains (2,000 records/s: 18 % of a core
-            # after 25 s, 45 % after 100 s; flat at 15 % with a 10 s retention): bound what a long run leaves in
-            # it. Created here, before the cluster's own (idempotent) topic creation.
-            cl.data_dir.mkdir(parents=True, exist_ok=True)
-            cl.broker = EmbeddedBroker(cl.data_dir / "broker", port, log_path=cl.data_dir / "broker.log")
-            cl.broker.start()
-            ids = [str(cl.app_id)] + [f"{cl.app_id}-w{k}" for k in range(workers)]
-            specs = [x for i in ids for x in T.all_topic_specs(str(cl.prefix), i)]
-            _run_coro(T.ensure_topics(cl.bootstrap, T.with_retention(specs, int(retention_s * 1000))))
-        else:
-            cl.start_broker()
+        cl.start_broker()
         cl.start_workers()
         import psutil
 

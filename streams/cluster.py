@@ -35,7 +35,7 @@ from typing import Any
 
 from streams import topics as T
 from streams.broker import EmbeddedBroker, _run_coro, bootstrap_servers
-from streams.topics import all_topic_specs, ensure_topics
+from streams.topics import all_topic_specs, ensure_topics, with_retention
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,9 @@ class StreamCluster:
     stop_timeout_s: float = 20.0
     diag_interval_s: float = 0.0
     worker_args: tuple[str, ...] = ()  # extra ``streams.worker`` options for every worker
+    # Benchmarks only: every topic (changelogs too) created with this retention (streams.topics.with_retention;
+    # noida-db's CPU per produced byte grows with what it retains). None = production retention.
+    retention_s: float | None = None
     broker: EmbeddedBroker | None = field(default=None, init=False)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list, init=False)
     specs: dict[int, WorkerSpec] = field(default_factory=dict, init=False)  # by PID
@@ -130,7 +133,13 @@ class StreamCluster:
                                          log_path=self.data_dir / "broker.log")
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self.broker.start()
-        _run_coro(ensure_topics(self.bootstrap, all_topic_specs(self.prefix or "", self.app_id or "")))
+        self._ensure_topics([self.app_id or ""])
+
+    def _ensure_topics(self, app_ids: list[str]) -> None:
+        specs = [x for i in app_ids for x in all_topic_specs(self.prefix or "", i)]
+        if self.retention_s:
+            specs = with_retention(specs, int(self.retention_s * 1000))
+        _run_coro(ensure_topics(self.bootstrap, specs))
 
     def start_workers(self, n: int | None = None, *, agents: str | None = None, sink: str | None = None,
                       group_suffix: str = "") -> None:
@@ -145,8 +154,7 @@ class StreamCluster:
         app_id = f"{self.app_id}{group_suffix}"
         sharded = self.static_shards and n > 1 and "risk" in agents.split(",")
         if sharded:
-            specs = [x for k in range(n) for x in all_topic_specs(self.prefix or "", f"{app_id}-w{k}")]
-            _run_coro(ensure_topics(self.bootstrap, specs))
+            self._ensure_topics([f"{app_id}-w{k}" for k in range(n)])
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -943,10 +943,12 @@ class _SentAt(dict):  # type: ignore[type-arg]
 
 
 def soak(seconds: float, *, rate: float = SOAK_TARGET_RATE, workers: int = 2, interval_s: float | None = None,
-         root: Path | None = None, envelope_ms: float = 5.0) -> dict[str, Any]:
+         root: Path | None = None, envelope_ms: float = 40.0, retention_s: float | None = 60.0) -> dict[str, Any]:
     """Authorisations at ``rate`` for ``seconds`` through the real risk agents (``workers`` processes), the
     gateway batching envelopes of the stream benchmark. Every ``interval_s`` a sample: worker RSS, in-flight lag
-    (sent but not yet decided), decisions and p99 latency of that window. Returns the samples, the verdicts
+    (sent but not yet decided), decisions and p99 latency of that window. Topics get the stream benchmark's
+    short retention (``retention_s``; None = production), and the decision reader pauses after empty fetches
+    like the benchmark's collector (noida-db answers them at once). Returns the samples, the verdicts
     (memory flat, lag flat, p99 within target in every window) and lost / duplicated decisions."""
     import array
     import shutil
@@ -956,6 +958,7 @@ def soak(seconds: float, *, rate: float = SOAK_TARGET_RATE, workers: int = 2, in
 
     from streams import topics as T
     from streams.cluster import StreamCluster
+    from streams.direct import pace_empty_fetches
     from streams.loadgen import auth_records, make_producer, percentile, produce_enveloped, synthetic_authorisations
 
     interval_s = interval_s or max(5.0, min(60.0, seconds / 24))
@@ -965,7 +968,7 @@ def soak(seconds: float, *, rate: float = SOAK_TARGET_RATE, workers: int = 2, in
     sent = array.array("d", bytes(8 * n))
     done = bytearray(n)
     cl = StreamCluster(root / "stream", port=free_port(*BROKER_PORTS), workers=workers, agents="risk",
-                       take_within_s=0.003)
+                       take_within_s=0.003, retention_s=retention_s)
     samples: list[dict[str, Any]] = []
     counters = {"decided": 0, "duplicated": 0, "produced": 0}
     window: list[float] = []
@@ -980,6 +983,7 @@ def soak(seconds: float, *, rate: float = SOAK_TARGET_RATE, workers: int = 2, in
             topic = cl.topic(T.DECISIONS.suffix)
             tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or range(8))]
             c.assign(tps)
+            pace_empty_fetches(c, 0.005)
             await c.seek_to_end(*tps)
             for tp in tps:
                 await c.position(tp)
