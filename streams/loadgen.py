@@ -59,12 +59,14 @@ def _draws(n: int, cards: int, seed: int) -> Iterator[tuple[str, str, int, str, 
         yield f"c{c}", f"S{s:04d}", s, rng.choice(products), rng.randrange(2_000, 60_000), lat, lon
 
 
-def synthetic_authorisations(n: int, *, cards: int = 20_000, seed: int = 7,
-                             start: datetime | None = None, tx_prefix: str = "b") -> Iterator[Authorisation]:
-    """Plausible authorisations over ``cards`` cards (for benchmarks when no simulated day is at hand)."""
+def synthetic_authorisations(n: int, *, cards: int = 20_000, seed: int = 7, start: datetime | None = None,
+                             tx_prefix: str = "b", step: timedelta = timedelta(milliseconds=50),
+                             ) -> Iterator[Authorisation]:
+    """Plausible authorisations over ``cards`` cards (for benchmarks when no simulated day is at hand), ``step``
+    of event time apart (the network's pace in event time; a card fills every ``cards * step`` on average)."""
     t = start or datetime(2026, 5, 1, tzinfo=UTC)
     for i, (card, station, _, product, amount, lat, lon) in enumerate(_draws(n, cards, seed)):
-        yield Authorisation(tx_id=f"{tx_prefix}{i}", ts=t + timedelta(milliseconds=50 * i), card_id=card,
+        yield Authorisation(tx_id=f"{tx_prefix}{i}", ts=t + step * i, card_id=card,
                             station_id=station, product=product, amount_fen=amount, lat=lat, lon=lon)
 
 

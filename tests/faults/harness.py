@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
+import math
 import os
 import socket
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -929,6 +932,8 @@ def case_poison(root: Path, wh_url: str, *, seed: int = 23, members: int = 200, 
 # ----------------------------------------------------------------------------------------------- load / soak
 SOAK_TARGET_RATE = 2000.0  # tx/s: the speed layer's target (issue 4: 2,000 tx/s, p99 <= 100 ms)
 SOAK_P99_TARGET_MS = 100.0
+SOAK_CARDS = 2_000  # cards of the soak's network (steady state reached in its warm-up; see soak())
+SOAK_FILL_EVERY_DAYS = 2.0  # how often a card fills on average, in event time
 
 
 class _SentAt(dict):  # type: ignore[type-arg]
@@ -943,13 +948,20 @@ class _SentAt(dict):  # type: ignore[type-arg]
 
 
 def soak(seconds: float, *, rate: float = SOAK_TARGET_RATE, workers: int = 2, interval_s: float | None = None,
-         root: Path | None = None, envelope_ms: float = 40.0, retention_s: float | None = 60.0) -> dict[str, Any]:
+         root: Path | None = None, envelope_ms: float = 40.0, retention_s: float | None = 60.0,
+         cards: int = SOAK_CARDS, fill_every_days: float = SOAK_FILL_EVERY_DAYS) -> dict[str, Any]:
     """Authorisations at ``rate`` for ``seconds`` through the real risk agents (``workers`` processes), the
     gateway batching envelopes of the stream benchmark. Every ``interval_s`` a sample: worker RSS, in-flight lag
     (sent but not yet decided), decisions and p99 latency of that window. Topics get the stream benchmark's
     short retention (``retention_s``; None = production), and the decision reader pauses after empty fetches
     like the benchmark's collector (noida-db answers them at once). Returns the samples, the verdicts
-    (memory flat, lag flat, p99 within target in every window) and lost / duplicated decisions."""
+    (memory flat, lag flat, p99 within target in every window) and lost / duplicated decisions.
+
+    Steady state: ``cards`` cards, each filling every ``fill_every_days`` on average in event time (event time runs
+    ``cards`` times faster than that), so the per-card state holds what 30 days of fills leave in it. A warm-up at
+    the same rate first plays the feature windows' span of event time (31 days): the samples and verdicts start
+    after it, when every card's table entry exists and its windows evict as fast as they fill — growth after that
+    is a leak, not the table filling. Warm-up authorisations count for lost / duplicated like the others."""
     import array
     import shutil
     import tempfile
@@ -964,9 +976,11 @@ def soak(seconds: float, *, rate: float = SOAK_TARGET_RATE, workers: int = 2, in
     interval_s = interval_s or max(5.0, min(60.0, seconds / 24))
     own_root = root is None
     root = Path(root or tempfile.mkdtemp(prefix="faults-soak-"))
-    n = int(rate * seconds)
-    sent = array.array("d", bytes(8 * n))
-    done = bytearray(n)
+    step = timedelta(days=fill_every_days) / cards
+    n_warm = math.ceil(timedelta(days=31) / step)
+    n_total = n_warm + int(rate * seconds)
+    sent = array.array("d", bytes(8 * n_total))
+    done = bytearray(n_total)
     cl = StreamCluster(root / "stream", port=free_port(*BROKER_PORTS), workers=workers, agents="risk",
                        take_within_s=0.003, retention_s=retention_s)
     samples: list[dict[str, Any]] = []
@@ -1004,7 +1018,8 @@ def soak(seconds: float, *, rate: float = SOAK_TARGET_RATE, workers: int = 2, in
                                 continue
                             done[i] = 1
                             counters["decided"] += 1
-                            window.append((now - sent[i]) * 1000)
+                            if i >= n_warm:
+                                window.append((now - sent[i]) * 1000)
         finally:
             await c.stop()
 
@@ -1034,14 +1049,22 @@ def soak(seconds: float, *, rate: float = SOAK_TARGET_RATE, workers: int = 2, in
         procs = [psutil.Process(p.pid) for p in cl.procs]
         producer = await make_producer(cl.bootstrap)
         sent_at = _SentAt(sent)
-        t0 = time.perf_counter()
-        sampler = asyncio.create_task(sample(stop, procs, t0))
+        topic = cl.topic(T.AUTHORISATIONS.suffix)
+        records = auth_records(topic, synthetic_authorisations(n_total, cards=cards, seed=3, tx_prefix="s",
+                                                               step=step))
+
+        async def send(k: int) -> int:
+            return await produce_enveloped(
+                producer, itertools.islice(records, k), rate=rate, sent_at=sent_at, linger_s=envelope_ms / 1000,
+                envelope_topics=frozenset({topic}), partitions=T.AUTHORISATIONS.partitions)
+
         try:
-            records = auth_records(cl.topic(T.AUTHORISATIONS.suffix),
-                                   synthetic_authorisations(n, cards=200_000, seed=3, tx_prefix="s"))
-            produced = await produce_enveloped(
-                producer, records, rate=rate, sent_at=sent_at, linger_s=envelope_ms / 1000,
-                envelope_topics=frozenset({cl.topic(T.AUTHORISATIONS.suffix)}), partitions=T.AUTHORISATIONS.partitions)
+            t_warm = time.perf_counter()
+            warm_sent = await send(n_warm)
+            res_extra["warmup_s"] = round(time.perf_counter() - t_warm, 1)
+            t0 = time.perf_counter()
+            sampler = asyncio.create_task(sample(stop, procs, t0))
+            produced = warm_sent + await send(n_total - n_warm)
         finally:
             await producer.stop()
         send_s = time.perf_counter() - t0
@@ -1066,7 +1089,7 @@ def soak(seconds: float, *, rate: float = SOAK_TARGET_RATE, workers: int = 2, in
 
     def _count_sent() -> int:
         # sends are scheduled in order, so the first index still 0 is the number handed to the producer
-        lo, hi = sent_count["i"], n
+        lo, hi = sent_count["i"], n_total
         while lo < hi:
             mid = (lo + hi) // 2
             if sent[mid] > 0:
@@ -1086,6 +1109,7 @@ def soak(seconds: float, *, rate: float = SOAK_TARGET_RATE, workers: int = 2, in
         cl.stop()
         if own_root:
             shutil.rmtree(root, ignore_errors=True)
+    res.update(cards=cards, fill_every_days=fill_every_days, warmup_tx=n_warm)
     return _soak_verdict(samples, res, counters, rate=rate, seconds=seconds, workers=workers)
 
 
@@ -1119,6 +1143,7 @@ def _soak_verdict(samples: list[dict[str, Any]], res: dict[str, Any], counters: 
         "decided": counters["decided"], "lost": produced - counters["decided"], "duplicated": counters["duplicated"],
         "sustained_tx_per_s": sustained, "send_s": res["send_s"], "drain_s": res.get("drain_s"),
         "decided_during_send": res.get("decided_during_send"),
+        **{k: res[k] for k in ("cards", "fill_every_days", "warmup_tx", "warmup_s") if k in res},
         "rss_growth_mb": round(rss_growth, 1), "memory_flat": rss_growth <= max(40.0, 0.15 * rss_base),
         "lag_first_third": lag_first, "lag_last_third": lag_last,
         "lag_flat": lag_last <= max(1.5 * lag_first, rate * 0.5),
