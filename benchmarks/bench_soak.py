@@ -4,7 +4,8 @@ Authorisations at the speed layer's target rate (2,000 tx/s; ``BENCH_SOAK_RATE``
 agents with the stream benchmark's trained fraud model (2 Faust worker processes, ``BENCH_SOAK_WORKERS``) on the
 embedded noida-db broker, with the gateway envelopes of the stream benchmark (40 ms, ``BENCH_SOAK_ENVELOPE_MS``)
 and its topic retention (60 s, ``BENCH_STREAM_RETENTION_S``; 0 = production retention).
-Every window (``seconds``/24, 5-60 s) samples worker RSS, the in-flight lag (authorisations sent but not yet
+The network is in steady state: 2,000 cards filling every 2 days on average in event time, after a warm-up of 31
+days of event time (tests/faults/harness.py ``soak``). Every window (``seconds``/24, 5-60 s) samples worker RSS, the in-flight lag (authorisations sent but not yet
 decided) and the window's p99 latency.
 Verdicts: ``memory_flat`` (RSS growth from the first to the last third <= max(40 MB, 15 %)), ``lag_flat`` (last-
 third lag <= max(1.5 x first-third lag, half a second of traffic)), ``p99_within_target`` (every window's p99 <= 100
