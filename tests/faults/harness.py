@@ -35,7 +35,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -1050,8 +1050,10 @@ def soak(seconds: float, *, rate: float = SOAK_TARGET_RATE, workers: int = 2, in
         producer = await make_producer(cl.bootstrap)
         sent_at = _SentAt(sent)
         topic = cl.topic(T.AUTHORISATIONS.suffix)
+        # event time ends an hour before now: the agents dead-letter far-future timestamps (> 24 h ahead)
+        start = datetime.now(UTC) - step * n_total - timedelta(hours=1)
         records = auth_records(topic, synthetic_authorisations(n_total, cards=cards, seed=3, tx_prefix="s",
-                                                               step=step))
+                                                               step=step, start=start))
 
         async def send(k: int) -> int:
             return await produce_enveloped(
