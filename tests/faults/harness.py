@@ -934,6 +934,11 @@ SOAK_TARGET_RATE = 2000.0  # tx/s: the speed layer's target (issue 4: 2,000 tx/s
 SOAK_P99_TARGET_MS = 100.0
 SOAK_CARDS = 2_000  # cards of the soak's network (steady state reached in its warm-up; see soak())
 SOAK_FILL_EVERY_DAYS = 2.0  # how often a card fills on average, in event time
+# Topic retention of the soak's run: noida-db's autosave re-serialises every retained byte about once a second (up
+# to 0.77 core with 60 s at 2,000 tx/s, ~0.2 core with 15-20 s; docs/STREAMING.md), and on 2 cores those bursts
+# showed as sporadic 5-second windows with p99 90-118 ms. A run that meets its target is ~0.1 s behind; a backlog
+# older than the retention would be deleted unread and counted lost, so a run that far behind fails loudly.
+SOAK_RETENTION_S = 20.0
 
 
 class _SentAt(dict):  # type: ignore[type-arg]
@@ -948,12 +953,12 @@ class _SentAt(dict):  # type: ignore[type-arg]
 
 
 def soak(seconds: float, *, rate: float = SOAK_TARGET_RATE, workers: int = 2, interval_s: float | None = None,
-         root: Path | None = None, envelope_ms: float = 40.0, retention_s: float | None = 60.0,
+         root: Path | None = None, envelope_ms: float = 40.0, retention_s: float | None = SOAK_RETENTION_S,
          cards: int = SOAK_CARDS, fill_every_days: float = SOAK_FILL_EVERY_DAYS) -> dict[str, Any]:
     """Authorisations at ``rate`` for ``seconds`` through the real risk agents (``workers`` processes), the
     gateway batching envelopes of the stream benchmark. Every ``interval_s`` a sample: worker RSS, in-flight lag
-    (sent but not yet decided), decisions and p99 latency of that window. Topics get the stream benchmark's
-    short retention (``retention_s``; None = production), and the decision reader pauses after empty fetches
+    (sent but not yet decided), decisions and p99 latency of that window. Topics get a short retention
+    (``retention_s``, :data:`SOAK_RETENTION_S`; None = production), and the decision reader pauses after empty fetches
     like the benchmark's collector (noida-db answers them at once). Returns the samples, the verdicts
     (memory flat, lag flat, p99 within target in every window) and lost / duplicated decisions.
 
