@@ -981,8 +981,10 @@ def soak(seconds: float, *, rate: float = SOAK_TARGET_RATE, workers: int = 2, in
     interval_s = interval_s or max(5.0, min(60.0, seconds / 24))
     own_root = root is None
     root = Path(root or tempfile.mkdtemp(prefix="faults-soak-"))
+    from fuelcard.features import W30
+
     step = timedelta(days=fill_every_days) / cards
-    n_warm = math.ceil(timedelta(days=31) / step)
+    n_warm = math.ceil((timedelta(seconds=W30) + timedelta(days=1)) / step)  # the longest feature window + a day
     n_total = n_warm + int(rate * seconds)
     sent = array.array("d", bytes(8 * n_total))
     done = bytearray(n_total)
